@@ -129,7 +129,10 @@ pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Outcome {
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(err) => return Outcome::Io(io_error_message(url, &err)),
+        Err(err) => {
+            tracing::debug!(url, error = ?err, "outbound call failed");
+            return Outcome::Io(io_error_message(url, &err));
+        }
     };
     let status = response.status();
     let body = match response.bytes().await {
@@ -157,10 +160,7 @@ pub(crate) fn status_message(code: u16, reason: &str, body: &str) -> String {
     if body.is_empty() {
         return preface + "[no body]";
     }
-    let one_line = |s: &str| {
-        s.replace("\r\n", "<EOL>")
-            .replace(['\n', '\r'], "<EOL>")
-    };
+    let one_line = |s: &str| s.replace("\r\n", "<EOL>").replace(['\n', '\r'], "<EOL>");
     if body.chars().count() <= MAX_CHARS {
         format!("{preface}\"{}\"", one_line(body))
     } else {
@@ -185,7 +185,8 @@ fn describe_error(err: &reqwest::Error) -> String {
     let mut source = err.source();
     while let Some(cause) = source {
         let text = one_line(&cause.to_string());
-        let wrapper = text.starts_with("client error (") || text.starts_with("error sending request");
+        let wrapper =
+            text.starts_with("client error (") || text.starts_with("error sending request");
         if !text.is_empty() && !wrapper && !parts.iter().any(|p| p == &text) {
             parts.push(text);
         }

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Offset, TimeZone, Utc};
 use chrono_tz::{OffsetComponents, OffsetName, Tz};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -45,32 +45,144 @@ const APPLICATION_JSON: &str = "application/json; charset=utf-8";
 /// `WET`, `GMT`, `UTC`), which became links only in tzdata 2024b. Excluded names still
 /// answer their time; they are only left out of the lists.
 const LEGACY_ALIASES: &[&str] = &[
-    "Africa/Asmera", "Africa/Timbuktu", "America/Argentina/ComodRivadavia", "America/Atka",
-    "America/Buenos_Aires", "America/Catamarca", "America/Coral_Harbour", "America/Cordoba",
-    "America/Ensenada", "America/Fort_Wayne", "America/Godthab", "America/Indianapolis",
-    "America/Jujuy", "America/Knox_IN", "America/Louisville", "America/Mendoza",
-    "America/Montreal", "America/Nipigon", "America/Pangnirtung", "America/Porto_Acre",
-    "America/Rainy_River", "America/Rosario", "America/Santa_Isabel", "America/Shiprock",
-    "America/Thunder_Bay", "America/Virgin", "America/Yellowknife", "Antarctica/South_Pole",
-    "Asia/Ashkhabad", "Asia/Calcutta", "Asia/Choibalsan", "Asia/Chongqing", "Asia/Chungking",
-    "Asia/Dacca", "Asia/Harbin", "Asia/Istanbul", "Asia/Kashgar", "Asia/Katmandu", "Asia/Macao",
-    "Asia/Rangoon", "Asia/Saigon", "Asia/Tel_Aviv", "Asia/Thimbu", "Asia/Ujung_Pandang",
-    "Asia/Ulan_Bator", "Atlantic/Faeroe", "Atlantic/Jan_Mayen", "Australia/ACT",
-    "Australia/Canberra", "Australia/Currie", "Australia/LHI", "Australia/NSW", "Australia/North",
-    "Australia/Queensland", "Australia/South", "Australia/Tasmania", "Australia/Victoria",
-    "Australia/West", "Australia/Yancowinna", "Brazil/Acre", "Brazil/DeNoronha", "Brazil/East",
-    "Brazil/West", "Canada/Atlantic", "Canada/Central", "Canada/Eastern", "Canada/Mountain",
-    "Canada/Newfoundland", "Canada/Pacific", "Canada/Saskatchewan", "Canada/Yukon",
-    "Chile/Continental", "Chile/EasterIsland", "Cuba", "Egypt", "Eire", "Etc/GMT+0", "Etc/GMT-0",
-    "Etc/GMT0", "Etc/Greenwich", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "Europe/Belfast",
-    "Europe/Kiev", "Europe/Nicosia", "Europe/Tiraspol", "Europe/Uzhgorod", "Europe/Zaporozhye",
-    "GB", "GB-Eire", "GMT+0", "GMT-0", "GMT0", "Greenwich", "Hongkong", "Iceland", "Iran",
-    "Israel", "Jamaica", "Japan", "Kwajalein", "Libya", "Mexico/BajaNorte", "Mexico/BajaSur",
-    "Mexico/General", "NZ", "NZ-CHAT", "Navajo", "PRC", "Pacific/Enderbury", "Pacific/Johnston",
-    "Pacific/Ponape", "Pacific/Samoa", "Pacific/Truk", "Pacific/Yap", "Poland", "Portugal", "ROC",
-    "ROK", "Singapore", "Turkey", "UCT", "US/Alaska", "US/Aleutian", "US/Arizona", "US/Central",
-    "US/East-Indiana", "US/Eastern", "US/Hawaii", "US/Indiana-Starke", "US/Michigan",
-    "US/Mountain", "US/Pacific", "US/Samoa", "Universal", "W-SU", "Zulu",
+    "Africa/Asmera",
+    "Africa/Timbuktu",
+    "America/Argentina/ComodRivadavia",
+    "America/Atka",
+    "America/Buenos_Aires",
+    "America/Catamarca",
+    "America/Coral_Harbour",
+    "America/Cordoba",
+    "America/Ensenada",
+    "America/Fort_Wayne",
+    "America/Godthab",
+    "America/Indianapolis",
+    "America/Jujuy",
+    "America/Knox_IN",
+    "America/Louisville",
+    "America/Mendoza",
+    "America/Montreal",
+    "America/Nipigon",
+    "America/Pangnirtung",
+    "America/Porto_Acre",
+    "America/Rainy_River",
+    "America/Rosario",
+    "America/Santa_Isabel",
+    "America/Shiprock",
+    "America/Thunder_Bay",
+    "America/Virgin",
+    "America/Yellowknife",
+    "Antarctica/South_Pole",
+    "Asia/Ashkhabad",
+    "Asia/Calcutta",
+    "Asia/Choibalsan",
+    "Asia/Chongqing",
+    "Asia/Chungking",
+    "Asia/Dacca",
+    "Asia/Harbin",
+    "Asia/Istanbul",
+    "Asia/Kashgar",
+    "Asia/Katmandu",
+    "Asia/Macao",
+    "Asia/Rangoon",
+    "Asia/Saigon",
+    "Asia/Tel_Aviv",
+    "Asia/Thimbu",
+    "Asia/Ujung_Pandang",
+    "Asia/Ulan_Bator",
+    "Atlantic/Faeroe",
+    "Atlantic/Jan_Mayen",
+    "Australia/ACT",
+    "Australia/Canberra",
+    "Australia/Currie",
+    "Australia/LHI",
+    "Australia/NSW",
+    "Australia/North",
+    "Australia/Queensland",
+    "Australia/South",
+    "Australia/Tasmania",
+    "Australia/Victoria",
+    "Australia/West",
+    "Australia/Yancowinna",
+    "Brazil/Acre",
+    "Brazil/DeNoronha",
+    "Brazil/East",
+    "Brazil/West",
+    "Canada/Atlantic",
+    "Canada/Central",
+    "Canada/Eastern",
+    "Canada/Mountain",
+    "Canada/Newfoundland",
+    "Canada/Pacific",
+    "Canada/Saskatchewan",
+    "Canada/Yukon",
+    "Chile/Continental",
+    "Chile/EasterIsland",
+    "Cuba",
+    "Egypt",
+    "Eire",
+    "Etc/GMT+0",
+    "Etc/GMT-0",
+    "Etc/GMT0",
+    "Etc/Greenwich",
+    "Etc/UCT",
+    "Etc/Universal",
+    "Etc/Zulu",
+    "Europe/Belfast",
+    "Europe/Kiev",
+    "Europe/Nicosia",
+    "Europe/Tiraspol",
+    "Europe/Uzhgorod",
+    "Europe/Zaporozhye",
+    "GB",
+    "GB-Eire",
+    "GMT+0",
+    "GMT-0",
+    "GMT0",
+    "Greenwich",
+    "Hongkong",
+    "Iceland",
+    "Iran",
+    "Israel",
+    "Jamaica",
+    "Japan",
+    "Kwajalein",
+    "Libya",
+    "Mexico/BajaNorte",
+    "Mexico/BajaSur",
+    "Mexico/General",
+    "NZ",
+    "NZ-CHAT",
+    "Navajo",
+    "PRC",
+    "Pacific/Enderbury",
+    "Pacific/Johnston",
+    "Pacific/Ponape",
+    "Pacific/Samoa",
+    "Pacific/Truk",
+    "Pacific/Yap",
+    "Poland",
+    "Portugal",
+    "ROC",
+    "ROK",
+    "Singapore",
+    "Turkey",
+    "UCT",
+    "US/Alaska",
+    "US/Aleutian",
+    "US/Arizona",
+    "US/Central",
+    "US/East-Indiana",
+    "US/Eastern",
+    "US/Hawaii",
+    "US/Indiana-Starke",
+    "US/Michigan",
+    "US/Mountain",
+    "US/Pacific",
+    "US/Samoa",
+    "Universal",
+    "W-SU",
+    "Zulu",
 ];
 
 /// The zone names the stand-in lists under `/api/timezone`, sorted: chrono-tz's names
@@ -248,7 +360,10 @@ fn time_info(tz: Tz, now: DateTime<Utc>, client_ip: String) -> TimeInfo {
         (None, None)
     };
     TimeInfo {
-        abbreviation: offset.abbreviation().unwrap_or_default().to_string(),
+        abbreviation: match offset.abbreviation() {
+            Some(abbreviation) if !abbreviation.is_empty() => abbreviation.to_string(),
+            _ => numeric_abbreviation(offset.fix().local_minus_utc()),
+        },
         client_ip,
         datetime: local.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string(),
         day_of_week: local.weekday().num_days_from_sunday(),
@@ -263,6 +378,18 @@ fn time_info(tz: Tz, now: DateTime<Utc>, client_ip: String) -> TimeInfo {
         utc_datetime: now.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
         utc_offset: local.format("%:z").to_string(),
         week_number: local.iso_week().week(),
+    }
+}
+
+/// tzdata's `%z` abbreviation (`+04`, `+0530`, `-03`), which chrono-tz reports as none.
+fn numeric_abbreviation(offset_secs: i32) -> String {
+    let sign = if offset_secs < 0 { '-' } else { '+' };
+    let minutes = offset_secs.unsigned_abs() / 60;
+    let (h, m) = (minutes / 60, minutes % 60);
+    if m == 0 {
+        format!("{sign}{h:02}")
+    } else {
+        format!("{sign}{h:02}{m:02}")
     }
 }
 
@@ -398,14 +525,30 @@ mod tests {
     #[test]
     fn legacy_aliases_are_real_chrono_tz_names() {
         for alias in LEGACY_ALIASES {
-            assert!(Tz::from_str(alias).is_ok(), "{alias} is not a chrono-tz name");
+            assert!(
+                Tz::from_str(alias).is_ok(),
+                "{alias} is not a chrono-tz name"
+            );
         }
         let names = zone_names();
         assert!(names.windows(2).all(|w| w[0] < w[1]));
-        for kept in ["UTC", "EST", "CET", "Etc/UTC", "Europe/Amsterdam", "Europe/Kyiv"] {
+        for kept in [
+            "UTC",
+            "EST",
+            "CET",
+            "Etc/UTC",
+            "Europe/Amsterdam",
+            "Europe/Kyiv",
+        ] {
             assert!(names.contains(&kept), "{kept} missing");
         }
-        for gone in ["Europe/Belfast", "Europe/Kiev", "GB", "US/Eastern", "Etc/Zulu"] {
+        for gone in [
+            "Europe/Belfast",
+            "Europe/Kiev",
+            "GB",
+            "US/Eastern",
+            "Etc/Zulu",
+        ] {
             assert!(!names.contains(&gone), "{gone} listed");
         }
     }
@@ -443,5 +586,14 @@ mod tests {
         assert!(text.starts_with("abbreviation: CET\nclient_ip: 10.0.0.1\n"));
         assert!(text.contains("\ndst_from: \n"));
         assert!(text.ends_with("week_number: 48\n"));
+
+        let info = time_info(chrono_tz::Asia::Dubai, winter, String::new());
+        assert_eq!(info.abbreviation, "+04");
+        let info = time_info(chrono_tz::Asia::Kolkata, winter, String::new());
+        assert_eq!(info.abbreviation, "IST");
+        let info = time_info(chrono_tz::America::Sao_Paulo, winter, String::new());
+        assert_eq!(info.abbreviation, "-03");
+        assert_eq!(numeric_abbreviation(19_800), "+0530");
+        assert_eq!(numeric_abbreviation(-34_200), "-0930");
     }
 }

@@ -28,6 +28,10 @@ impl ApplyAction {
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     objects: BTreeMap<ObjectKey, Resource>,
+    /// Creation order of each object (kept when it is configured again), Istio's
+    /// tie-breaker where it orders by creationTimestamp.
+    created: BTreeMap<ObjectKey, u64>,
+    next_sequence: u64,
 }
 
 impl Store {
@@ -46,6 +50,10 @@ impl Store {
                 Some(old) if old.same_config(&r) => ApplyAction::Unchanged,
                 Some(_) => ApplyAction::Configured,
             };
+            if action == ApplyAction::Created {
+                self.created.insert(key.clone(), self.next_sequence);
+                self.next_sequence += 1;
+            }
             self.objects.insert(key.clone(), r);
             outcomes.push((key, action));
         }
@@ -54,7 +62,13 @@ impl Store {
 
     /// Removes the object with this identity; returns it if it was there.
     pub fn delete(&mut self, key: &ObjectKey) -> Option<Resource> {
+        self.created.remove(key);
         self.objects.remove(key)
+    }
+
+    /// The position of this object in creation order (lower is older).
+    pub fn creation_index(&self, key: &ObjectKey) -> u64 {
+        self.created.get(key).copied().unwrap_or(u64::MAX)
     }
 
     /// The object with this identity.

@@ -1,1 +1,12 @@
 #![forbid(unsafe_code)]
+//! Pure translation from meshbox's configuration to each proxy's routing tables, the
+//! way istiod translates Istio config for Envoy. No I/O: the data plane, `trace` and
+//! `proxy-config` all read what this crate builds.
+
+pub mod build;
+pub mod registry;
+pub mod tables;
+
+pub use build::{MeshState, MESH_GATEWAY};
+pub use registry::{Registry, WorkloadInstance};
+pub use tables::{ProxyKind, ProxyTables, RequestView, RouteAction};

@@ -1,0 +1,636 @@
+//! From the applied configuration to each proxy's tables, as istiod translates
+//! Istio config for Envoy (pilot/pkg/networking/core: sidecar outbound route
+//! configurations per port, gateway route configurations `http.PORT`, clusters
+//! `outbound|PORT|SUBSET|HOST`).
+
+use regex::Regex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meshbox_config::istio::{
+    DestinationRuleSpec, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+};
+use meshbox_config::{Kind, MeshOptions, OutboundPolicy, Resource, Spec, Store};
+
+use crate::registry::{
+    resolve_short_name, selects, Protocol, Registry, Resolution, ServiceInfo, ServiceSource,
+    TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
+};
+use crate::tables::{
+    outbound_cluster_name, CatchAll, Cluster, ClusterEndpoints, ForwardAction, HeaderCondition,
+    ProxyKind, ProxyTables, Route, RouteAction, RouteMatch, RouteSource, RouteTable, StrMatcher,
+    UriRewrite, VirtualHost, WeightedCluster, ALLOW_ANY_ROUTE, BLOCK_ALL_ROUTE,
+};
+
+/// The name of the implicit gateway that means "every sidecar".
+pub const MESH_GATEWAY: &str = "mesh";
+
+/// Everything the control plane knows, from which each proxy's tables are built.
+pub struct MeshState<'a> {
+    pub store: &'a Store,
+    pub mesh: &'a MeshOptions,
+    pub registry: Registry,
+    /// Every running replica, gateways included.
+    pub workloads: &'a [WorkloadInstance],
+    /// VirtualServices, oldest first (Istio orders by creation time).
+    virtual_services: Vec<&'a Resource>,
+}
+
+impl<'a> MeshState<'a> {
+    /// Prepares the registry and ordering shared by every proxy's build.
+    pub fn new(store: &'a Store, mesh: &'a MeshOptions, workloads: &'a [WorkloadInstance]) -> Self {
+        let mut virtual_services: Vec<&Resource> = store.of_kind(Kind::VirtualService).collect();
+        virtual_services.sort_by_key(|r| store.creation_index(&r.key()));
+        MeshState {
+            store,
+            mesh,
+            registry: Registry::build(store, mesh),
+            workloads,
+            virtual_services,
+        }
+    }
+
+    /// The tables of the sidecar beside `workload`.
+    pub fn sidecar_tables(&self, workload: &WorkloadInstance) -> ProxyTables {
+        let mut builder = TableBuilder::new(self);
+        let ns = workload.namespace.as_str();
+        // Per port: virtual hosts keyed by service host name.
+        let mut per_port: BTreeMap<u32, BTreeMap<String, VirtualHost>> = BTreeMap::new();
+        for svc in self.registry.services.values() {
+            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
+                let cluster = builder.cluster_for(svc, port.port, "");
+                per_port.entry(port.port).or_default().insert(
+                    svc.hostname.clone(),
+                    VirtualHost {
+                        name: format!("{}:{}", svc.hostname, port.port),
+                        domains: service_domains(svc, port.port, ns),
+                        routes: vec![Route {
+                            name: "default".into(),
+                            matcher: RouteMatch::default(),
+                            action: RouteAction::Forward(ForwardAction {
+                                clusters: vec![WeightedCluster { cluster, weight: 100 }],
+                                total_weight: 100,
+                                uri_rewrite: None,
+                                authority_rewrite: None,
+                                timeout: None,
+                            }),
+                            source: None,
+                        }],
+                        catch_all: None,
+                    },
+                );
+            }
+        }
+        // VirtualServices bound to the mesh replace the default route of their hosts.
+        let mut claimed: BTreeSet<(u32, String)> = BTreeSet::new();
+        for vs_res in &self.virtual_services {
+            let Spec::VirtualService(vs) = &vs_res.spec else { continue };
+            let vs_ns = vs_res.namespace();
+            if !binds_to(vs, vs_ns, MESH_GATEWAY) {
+                continue;
+            }
+            for host in &vs.hosts {
+                let fqdn = resolve_short_name(host, vs_ns);
+                let matching: Vec<&ServiceInfo> = self
+                    .registry
+                    .services
+                    .values()
+                    .filter(|s| host_matches(&fqdn, &s.hostname))
+                    .collect();
+                if matching.is_empty() {
+                    // A host that is no service: Istio builds its virtual host on the
+                    // ports its destinations use.
+                    for port in destination_ports(vs, vs_ns, &self.registry) {
+                        if !claimed.insert((port, fqdn.clone())) {
+                            continue;
+                        }
+                        let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
+                        let mut domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
+                        domains.dedup();
+                        per_port.entry(port).or_default().insert(
+                            fqdn.clone(),
+                            VirtualHost { name: format!("{fqdn}:{port}"), domains, routes, catch_all: None },
+                        );
+                    }
+                    continue;
+                }
+                for svc in matching {
+                    for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
+                        if !claimed.insert((port.port, svc.hostname.clone())) {
+                            continue; // an older VirtualService already owns this host
+                        }
+                        let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port.port);
+                        if routes.is_empty() {
+                            continue; // no rule applies on this port: the default route stays
+                        }
+                        if let Some(vh) = per_port.get_mut(&port.port).and_then(|m| m.get_mut(&svc.hostname)) {
+                            vh.routes = routes;
+                        }
+                    }
+                }
+            }
+        }
+        let catch_all = match self.mesh.outbound_policy {
+            OutboundPolicy::AllowAny => CatchAll::AllowAny,
+            OutboundPolicy::RegistryOnly => CatchAll::BlockAll,
+        };
+        let mut route_tables = BTreeMap::new();
+        for (port, hosts) in per_port {
+            let mut vhosts: Vec<VirtualHost> = hosts.into_values().collect();
+            vhosts.push(catch_all_vhost(catch_all));
+            route_tables.insert(port, RouteTable::new(port.to_string(), vhosts));
+        }
+        ProxyTables {
+            proxy: workload.name.clone(),
+            namespace: workload.namespace.clone(),
+            kind: ProxyKind::Sidecar,
+            outbound_policy: self.mesh.outbound_policy,
+            route_tables,
+            clusters: builder.finish(),
+            gateway_ports: Vec::new(),
+        }
+    }
+
+    /// A route table with only the catch-all virtual host, for sidecar traffic to a
+    /// port that no service uses.
+    pub fn catch_all_table(&self, port: u32) -> RouteTable {
+        let catch_all = match self.mesh.outbound_policy {
+            OutboundPolicy::AllowAny => CatchAll::AllowAny,
+            OutboundPolicy::RegistryOnly => CatchAll::BlockAll,
+        };
+        RouteTable::new(port.to_string(), vec![catch_all_vhost(catch_all)])
+    }
+
+    /// The tables of a gateway pod: the Gateways that select it and the
+    /// VirtualServices bound to those Gateways.
+    pub fn gateway_tables(&self, workload: &WorkloadInstance, service_ports: &[(u32, u32)]) -> ProxyTables {
+        let mut builder = TableBuilder::new(self);
+        // (port) -> host -> vhost; hosts merge routes across VirtualServices, as
+        // Istio's gateway route builder merges duplicate virtual hosts.
+        let mut per_port: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
+        let mut gateways: Vec<&Resource> = self
+            .store
+            .of_kind(Kind::Gateway)
+            .filter(|g| match &g.spec {
+                Spec::Gateway(spec) => selects(&spec.selector, &workload.labels),
+                _ => false,
+            })
+            .collect();
+        gateways.sort_by_key(|g| self.store.creation_index(&g.key()));
+        for gw_res in gateways {
+            let Spec::Gateway(gw) = &gw_res.spec else { continue };
+            let gw_id = format!("{}/{}", gw_res.namespace(), gw_res.metadata.name);
+            for server in &gw.servers {
+                let protocol = Protocol::select(Some(&server.port.protocol), None, None);
+                if protocol != Protocol::Http {
+                    continue; // TLS and TCP servers are not served yet
+                }
+                let port = server.port.number;
+                let vhosts = per_port.entry(port).or_default();
+                for vs_res in &self.virtual_services {
+                    let Spec::VirtualService(vs) = &vs_res.spec else { continue };
+                    let vs_ns = vs_res.namespace();
+                    if !binds_to(vs, vs_ns, &gw_id) {
+                        continue;
+                    }
+                    for vs_host in &vs.hosts {
+                        for server_host in &server.hosts {
+                            let Some(host) = gateway_host_intersection(server_host, gw_res.namespace(), vs_host, vs_ns) else {
+                                continue;
+                            };
+                            let routes = builder.http_routes(vs_res, vs, &gw_id, port);
+                            if routes.is_empty() {
+                                continue;
+                            }
+                            let name = format!("{host}:{port}");
+                            match vhosts.iter_mut().find(|v| v.name == name) {
+                                Some(existing) => {
+                                    let already = existing.routes.iter().any(|r| {
+                                        r.source.as_ref().map(|s| &s.virtual_service)
+                                            == routes[0].source.as_ref().map(|s| &s.virtual_service)
+                                    });
+                                    if !already {
+                                        existing.routes.extend(routes);
+                                    }
+                                }
+                                None => {
+                                    let domains = if host == "*" {
+                                        vec!["*".to_string()]
+                                    } else {
+                                        vec![host.clone(), format!("{host}:{port}")]
+                                    };
+                                    vhosts.push(VirtualHost { name, domains, routes, catch_all: None });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let route_tables = per_port
+            .into_iter()
+            .map(|(port, vhosts)| (port, RouteTable::new(format!("http.{port}"), vhosts)))
+            .collect();
+        ProxyTables {
+            proxy: workload.name.clone(),
+            namespace: workload.namespace.clone(),
+            kind: ProxyKind::Gateway,
+            outbound_policy: self.mesh.outbound_policy,
+            route_tables,
+            clusters: builder.finish(),
+            gateway_ports: service_ports.to_vec(),
+        }
+    }
+
+    /// DestinationRules for a host, Istio's lookup order: the client's namespace, then
+    /// the service's namespace, then the root namespace (`istio-system`).
+    fn destination_rule(&self, fqdn: &str, client_ns: &str, service_ns: &str) -> Option<&DestinationRuleSpec> {
+        let rules: Vec<(&str, &DestinationRuleSpec)> = self
+            .store
+            .of_kind(Kind::DestinationRule)
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(dr) if host_matches(&resolve_short_name(&dr.host, r.namespace()), fqdn) => {
+                    Some((r.namespace(), dr))
+                }
+                _ => None,
+            })
+            .collect();
+        [client_ns, service_ns, "istio-system"]
+            .iter()
+            .find_map(|ns| rules.iter().find(|(rns, _)| rns == ns).map(|(_, dr)| *dr))
+    }
+}
+
+fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
+    let (name, action) = match catch_all {
+        CatchAll::AllowAny => (ALLOW_ANY_ROUTE, RouteAction::Passthrough),
+        // Istio's REGISTRY_ONLY catch-all answers 502 with no body
+        // (pilot/pkg/networking/core: BlackHole route for the "block_all" virtual host).
+        CatchAll::BlockAll => (BLOCK_ALL_ROUTE, RouteAction::DirectResponse { status: 502, body: String::new() }),
+    };
+    VirtualHost {
+        name: name.to_string(),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: name.to_string(),
+            matcher: RouteMatch::default(),
+            action,
+            source: None,
+        }],
+        catch_all: Some(catch_all),
+    }
+}
+
+/// The domains a sidecar's virtual host answers for a service, as Istio generates
+/// them: the short forms only from the same namespace, each also with `:port`.
+fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let suffix = format!(".{}.{DOMAIN_SUFFIX}", svc.namespace);
+    if let Some(short) = svc.hostname.strip_suffix(&suffix) {
+        if svc.namespace == client_ns {
+            names.push(short.to_string());
+        }
+        names.push(format!("{short}.{}", svc.namespace));
+        names.push(format!("{short}.{}.svc", svc.namespace));
+        names.push(format!("{short}.{}.svc.cluster", svc.namespace));
+    }
+    names.push(svc.hostname.clone());
+    let mut domains = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        domains.push(format!("{n}:{port}"));
+        domains.push(n);
+    }
+    domains
+}
+
+/// Whether a VirtualService (or any of its rules) applies at `gateway`
+/// (`mesh` or `namespace/name`).
+fn binds_to(vs: &VirtualServiceSpec, vs_ns: &str, gateway: &str) -> bool {
+    let top = effective_gateways(&vs.gateways, vs_ns);
+    top.iter().any(|g| g == gateway)
+        || vs.http.iter().any(|r| {
+            r.matches
+                .iter()
+                .any(|m| effective_gateways(&m.gateways, vs_ns).iter().any(|g| g == gateway) && !m.gateways.is_empty())
+        })
+}
+
+/// Gateway names resolved to `namespace/name`; an empty list means `mesh`.
+fn effective_gateways(list: &[String], vs_ns: &str) -> Vec<String> {
+    if list.is_empty() {
+        return vec![MESH_GATEWAY.to_string()];
+    }
+    list.iter()
+        .map(|g| {
+            if g == MESH_GATEWAY || g.contains('/') {
+                g.clone()
+            } else {
+                // `name` or `name.namespace.svc.cluster.local`-style references.
+                match g.split_once('.') {
+                    Some((name, rest)) => format!("{}/{name}", rest.split('.').next().unwrap_or(vs_ns)),
+                    None => format!("{vs_ns}/{g}"),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Whether a (possibly wildcard) VirtualService host covers a registry host name.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern == host,
+    }
+}
+
+/// The host a gateway virtual host is built for, when a Gateway server host
+/// (`[ns/]host`) and a VirtualService host overlap: the more specific of the two.
+fn gateway_host_intersection(server_host: &str, gw_ns: &str, vs_host: &str, vs_ns: &str) -> Option<String> {
+    let (ns_part, host_part) = match server_host.split_once('/') {
+        Some((ns, h)) => (Some(ns), h),
+        None => (None, server_host),
+    };
+    match ns_part {
+        Some("*") | None => {}
+        Some(".") if vs_ns == gw_ns => {}
+        Some(ns) if ns == vs_ns => {}
+        _ => return None,
+    }
+    let server = host_part.to_ascii_lowercase();
+    let vs = vs_host.to_ascii_lowercase();
+    if host_matches(&server, &vs) || server == vs {
+        Some(vs)
+    } else if host_matches(&vs, &server) {
+        Some(server)
+    } else {
+        None
+    }
+}
+
+/// The ports a VirtualService's destinations use (for hosts that are not services).
+fn destination_ports(vs: &VirtualServiceSpec, vs_ns: &str, registry: &Registry) -> BTreeSet<u32> {
+    let mut ports = BTreeSet::new();
+    for rule in &vs.http {
+        for d in &rule.route {
+            if let Some(n) = d.destination.port.as_ref().and_then(|p| p.number) {
+                ports.insert(n);
+            } else if let Some(svc) = registry.lookup(&d.destination.host, vs_ns) {
+                if svc.ports.len() == 1 {
+                    ports.insert(svc.ports[0].port);
+                }
+            }
+        }
+    }
+    if ports.is_empty() {
+        ports.insert(80);
+    }
+    ports
+}
+
+/// Accumulates the clusters that routes refer to.
+struct TableBuilder<'s, 'a> {
+    state: &'s MeshState<'a>,
+    clusters: HashMap<String, Cluster>,
+}
+
+impl<'s, 'a> TableBuilder<'s, 'a> {
+    fn new(state: &'s MeshState<'a>) -> Self {
+        TableBuilder { state, clusters: HashMap::new() }
+    }
+
+    fn finish(self) -> HashMap<String, Cluster> {
+        self.clusters
+    }
+
+    /// Registers the cluster for a service port (and subset) and returns its name.
+    fn cluster_for(&mut self, svc: &ServiceInfo, port: u32, subset: &str) -> String {
+        let name = outbound_cluster_name(port, subset, &svc.hostname);
+        if self.clusters.contains_key(&name) {
+            return name;
+        }
+        let subset_labels = if subset.is_empty() {
+            None
+        } else {
+            let dr = self.state.destination_rule(&svc.hostname, &svc.namespace, &svc.namespace);
+            match dr.and_then(|dr| dr.subsets.iter().find(|s| s.name == subset)) {
+                Some(s) => Some(s.labels.clone()),
+                // An undefined subset has no cluster: requests get 503 NC, as in Istio.
+                None => return name,
+            }
+        };
+        let Some(service_port) = svc.port(port) else { return name };
+        let endpoints = match &svc.source {
+            ServiceSource::Kubernetes { selector } => {
+                let mut addrs: Vec<SocketAddr> = Vec::new();
+                for w in self.state.workloads {
+                    if w.namespace != svc.namespace || !selects(selector, &w.labels) {
+                        continue;
+                    }
+                    if let Some(labels) = &subset_labels {
+                        if !labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                            continue;
+                        }
+                    }
+                    let target = match &service_port.target {
+                        TargetPort::Number(n) => Some(*n),
+                        TargetPort::Name(n) => w.named_ports.get(n).copied(),
+                    };
+                    if let Some(addr) = target.and_then(|t| w.inbound.get(&t)) {
+                        addrs.push(*addr);
+                    }
+                }
+                ClusterEndpoints::Static(addrs)
+            }
+            ServiceSource::External { resolution, endpoints, .. } => {
+                let target = match &service_port.target {
+                    TargetPort::Number(n) => *n,
+                    TargetPort::Name(_) => port,
+                };
+                let target = u16::try_from(target).unwrap_or(0);
+                match resolution {
+                    Resolution::None => ClusterEndpoints::OriginalDestination,
+                    Resolution::Static => ClusterEndpoints::Static(
+                        endpoints
+                            .iter()
+                            .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+                            .map(|ip| SocketAddr::new(ip, target))
+                            .collect(),
+                    ),
+                    Resolution::Dns | Resolution::DnsRoundRobin => {
+                        if endpoints.is_empty() {
+                            ClusterEndpoints::Dns(vec![(svc.hostname.clone(), target)])
+                        } else {
+                            ClusterEndpoints::Dns(endpoints.iter().map(|e| (e.clone(), target)).collect())
+                        }
+                    }
+                }
+            }
+        };
+        self.clusters.insert(name.clone(), Cluster::new(name.clone(), endpoints, port));
+        name
+    }
+
+    /// Compiles a VirtualService's HTTP rules as seen at `gateway` on `port`: one
+    /// route per match condition (as Istio emits one Envoy route per match), rules
+    /// whose matches all belong to other gateways or ports left out.
+    fn http_routes(&mut self, vs_res: &Resource, vs: &VirtualServiceSpec, gateway: &str, port: u32) -> Vec<Route> {
+        let vs_ns = vs_res.namespace();
+        let vs_id = format!("{vs_ns}/{}", vs_res.metadata.name);
+        let top_gateways = effective_gateways(&vs.gateways, vs_ns);
+        let mut routes = Vec::new();
+        for (rule_index, rule) in vs.http.iter().enumerate() {
+            let applies = |m: &HttpMatchRequest| -> bool {
+                let gws = if m.gateways.is_empty() { top_gateways.clone() } else { effective_gateways(&m.gateways, vs_ns) };
+                gws.iter().any(|g| g == gateway) && m.port.is_none_or(|p| p == port)
+            };
+            let conditions: Vec<(Option<usize>, Option<&HttpMatchRequest>)> = if rule.matches.is_empty() {
+                if top_gateways.iter().any(|g| g == gateway) {
+                    vec![(None, None)]
+                } else {
+                    vec![]
+                }
+            } else {
+                rule.matches
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| applies(m))
+                    .map(|(i, m)| (Some(i), Some(m)))
+                    .collect()
+            };
+            for (match_index, m) in conditions {
+                let matcher = m.map(compile_match).unwrap_or_default();
+                let action = self.action_for(rule, m, vs_ns);
+                routes.push(Route {
+                    name: rule.name.clone().unwrap_or_else(|| format!("{vs_id}.{rule_index}")),
+                    matcher,
+                    action,
+                    source: Some(RouteSource {
+                        virtual_service: vs_id.clone(),
+                        rule: rule_index,
+                        match_index,
+                        origin: vs_res.origin.clone(),
+                    }),
+                });
+            }
+        }
+        routes
+    }
+
+    fn action_for(&mut self, rule: &HttpRoute, m: Option<&HttpMatchRequest>, vs_ns: &str) -> RouteAction {
+        if let Some(dr) = &rule.direct_response {
+            let body = dr.body.as_ref().and_then(|b| b.string.clone()).unwrap_or_default();
+            return RouteAction::DirectResponse { status: u16::try_from(dr.status).unwrap_or(500), body };
+        }
+        let mut clusters = Vec::new();
+        for d in &rule.route {
+            let fqdn = resolve_short_name(&d.destination.host, vs_ns);
+            let subset = d.destination.subset.clone().unwrap_or_default();
+            let port = d.destination.port.as_ref().and_then(|p| p.number);
+            let cluster = match self.state.registry.services.get(&fqdn) {
+                Some(svc) => {
+                    let port = port.or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port)).unwrap_or(0);
+                    self.cluster_for(svc, port, &subset)
+                }
+                // No such service: a cluster that does not exist (503 NC at request time).
+                None => outbound_cluster_name(port.unwrap_or(0), &subset, &fqdn),
+            };
+            let weight = match (rule.route.len(), d.weight) {
+                (1, _) => 100,
+                (_, Some(w)) => u32::try_from(w).unwrap_or(0),
+                (_, None) => 0,
+            };
+            clusters.push(WeightedCluster { cluster, weight });
+        }
+        let total_weight = clusters.iter().map(|c| c.weight).sum();
+        let uri_rewrite = rule.rewrite.as_ref().and_then(|r| r.uri.clone()).map(|replacement| {
+            let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
+                None => Some("/".to_string()),
+                Some(StringMatch { prefix: Some(p), .. }) => Some(p.clone()),
+                Some(_) => None,
+            };
+            UriRewrite { matched_prefix, replacement }
+        });
+        RouteAction::Forward(ForwardAction {
+            clusters,
+            total_weight,
+            uri_rewrite,
+            authority_rewrite: rule.rewrite.as_ref().and_then(|r| r.authority.clone()),
+            timeout: rule.timeout.as_deref().and_then(parse_duration).filter(|d| !d.is_zero()),
+        })
+    }
+}
+
+fn compile_string_match(m: &StringMatch, lowercase: bool) -> Option<StrMatcher> {
+    let fold = |s: &String| if lowercase { s.to_ascii_lowercase() } else { s.clone() };
+    if let Some(e) = &m.exact {
+        Some(StrMatcher::Exact(fold(e)))
+    } else if let Some(p) = &m.prefix {
+        Some(StrMatcher::Prefix(fold(p)))
+    } else if let Some(r) = &m.regex {
+        let pattern = if lowercase { format!("(?i)^(?:{r})$") } else { format!("^(?:{r})$") };
+        // Validation rejects bad regexes before they reach here; a pattern that still
+        // fails to compile matches nothing rather than everything.
+        Some(StrMatcher::Regex(Regex::new(&pattern).unwrap_or_else(|_| never_matches())))
+    } else {
+        None
+    }
+}
+
+fn never_matches() -> Regex {
+    // `[^\s\S]` is a valid pattern that matches no character.
+    Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable!("constant pattern"))
+}
+
+/// Compiles one `HTTPMatchRequest`.
+pub fn compile_match(m: &HttpMatchRequest) -> RouteMatch {
+    let ignore_case = m.ignore_uri_case.unwrap_or(false);
+    let mut headers: Vec<HeaderCondition> = m
+        .headers
+        .iter()
+        .map(|(name, v)| HeaderCondition {
+            name: name.to_ascii_lowercase(),
+            value: compile_string_match(v, false),
+            invert: false,
+        })
+        .collect();
+    headers.extend(m.without_headers.iter().map(|(name, v)| HeaderCondition {
+        name: name.to_ascii_lowercase(),
+        value: compile_string_match(v, false),
+        invert: true,
+    }));
+    RouteMatch {
+        uri: m.uri.as_ref().and_then(|u| compile_string_match(u, ignore_case)),
+        ignore_uri_case: ignore_case,
+        scheme: m.scheme.as_ref().and_then(|s| compile_string_match(s, false)),
+        method: m.method.as_ref().and_then(|s| compile_string_match(s, false)),
+        authority: m.authority.as_ref().and_then(|s| compile_string_match(s, false)),
+        headers,
+        query_params: m
+            .query_params
+            .iter()
+            .filter_map(|(k, v)| compile_string_match(v, false).map(|c| (k.clone(), c)))
+            .collect(),
+    }
+}
+
+/// Parses a protobuf-style duration (`1s`, `500ms`, `1.5s`, `2m`, `1h`, `100us`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let seconds = match unit {
+        "h" => value * 3600.0,
+        "m" => value * 60.0,
+        "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}

@@ -1,0 +1,268 @@
+//! The service registry as istiod sees it: Kubernetes Services with their endpoints
+//! (the running replicas), ServiceEntries, and the Services of the installed gateways.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use meshbox_config::istio::Labels;
+use meshbox_config::kube::IntOrString;
+use meshbox_config::{Kind, MeshOptions, Spec, Store};
+
+/// Kubernetes' cluster domain; Istio's `domainSuffix`.
+pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
+
+/// One running replica (a pod) as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadInstance {
+    /// Pod name, e.g. `service-b-deployment-7d9c6b-x2kq4`.
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    /// For each container (target) port, the address where this pod's proxy accepts
+    /// inbound traffic for it: the pod IP and port of a real cluster.
+    pub inbound: BTreeMap<u32, SocketAddr>,
+    /// Named container ports, for Services whose targetPort is a name.
+    pub named_ports: BTreeMap<String, u32>,
+}
+
+/// How a port's traffic is understood, from its protocol or name (Istio's protocol selection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Protocol {
+    Http,
+    Https,
+    Tls,
+    Tcp,
+}
+
+impl Protocol {
+    /// Istio's protocol selection: explicit protocol, else `appProtocol`, else the port
+    /// name prefix (`http-...`), else HTTP (meshbox treats sniffed ports as HTTP).
+    pub fn select(protocol: Option<&str>, app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
+        let from = |s: &str| -> Option<Protocol> {
+            let lower = s.to_ascii_lowercase();
+            let head = lower.split(['-', '_']).next().unwrap_or("");
+            match head {
+                "http" | "http2" | "grpc" | "grpc-web" | "h2c" => Some(Protocol::Http),
+                "https" => Some(Protocol::Https),
+                "tls" => Some(Protocol::Tls),
+                "tcp" | "mongo" | "mysql" | "redis" => Some(Protocol::Tcp),
+                _ => None,
+            }
+        };
+        if let Some(p) = protocol.and_then(|p| if p.eq_ignore_ascii_case("TCP") || p.eq_ignore_ascii_case("UDP") || p.eq_ignore_ascii_case("SCTP") { None } else { from(p) }) {
+            return p;
+        }
+        app_protocol
+            .and_then(from)
+            .or_else(|| name.and_then(from))
+            .unwrap_or(Protocol::Http)
+    }
+}
+
+/// Where a service port's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u32),
+    Name(String),
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    pub name: String,
+    pub port: u32,
+    pub target: TargetPort,
+    pub protocol: Protocol,
+}
+
+/// How the endpoints of a service are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceSource {
+    /// A Kubernetes Service: the pods its selector picks in its namespace.
+    Kubernetes { selector: Labels },
+    /// A ServiceEntry.
+    External {
+        resolution: Resolution,
+        mesh_external: bool,
+        /// Addresses of `endpoints`, if any.
+        endpoints: Vec<String>,
+    },
+}
+
+/// ServiceEntry `resolution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Resolution {
+    None,
+    Static,
+    Dns,
+    DnsRoundRobin,
+}
+
+/// A service in the registry, by its fully qualified host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `name.namespace.svc.cluster.local`, or the ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    /// The object that defined it, `Service/ns/name` or `ServiceEntry/ns/name`.
+    pub defined_by: String,
+    pub ports: Vec<ServicePortInfo>,
+    pub source: ServiceSource,
+}
+
+impl ServiceInfo {
+    /// The port with this number.
+    pub fn port(&self, number: u32) -> Option<&ServicePortInfo> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// All services, keyed by host name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub services: BTreeMap<String, ServiceInfo>,
+}
+
+impl Registry {
+    /// Builds the registry from the applied objects and the installed gateways.
+    pub fn build(store: &Store, mesh: &MeshOptions) -> Registry {
+        let mut services = BTreeMap::new();
+        for gw in mesh.enabled_gateways() {
+            let hostname = format!("{}.{}.{}", gw.name, gw.namespace, DOMAIN_SUFFIX);
+            let ports = gw
+                .service_ports()
+                .iter()
+                .map(|(name, port, target)| ServicePortInfo {
+                    name: name.to_string(),
+                    port: *port,
+                    target: TargetPort::Number(*target),
+                    protocol: if *port == 443 { Protocol::Https } else if *port == 15021 { Protocol::Tcp } else { Protocol::Http },
+                })
+                .collect();
+            services.insert(
+                hostname.clone(),
+                ServiceInfo {
+                    hostname,
+                    namespace: gw.namespace.clone(),
+                    defined_by: format!("Service/{}/{} (installed gateway)", gw.namespace, gw.name),
+                    ports,
+                    source: ServiceSource::Kubernetes { selector: gw.labels.clone() },
+                },
+            );
+        }
+        for r in store.of_kind(Kind::Service) {
+            let Spec::Service(spec) = &r.spec else { continue };
+            let hostname = format!("{}.{}.{}", r.metadata.name, r.namespace(), DOMAIN_SUFFIX);
+            let ports = spec
+                .ports
+                .iter()
+                .map(|p| ServicePortInfo {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: p.port,
+                    target: match &p.target_port {
+                        None => TargetPort::Number(p.port),
+                        Some(IntOrString::Int(n)) => TargetPort::Number(*n),
+                        Some(IntOrString::String(s)) => match s.parse::<u32>() {
+                            Ok(n) => TargetPort::Number(n),
+                            Err(_) => TargetPort::Name(s.clone()),
+                        },
+                    },
+                    protocol: Protocol::select(None, p.app_protocol.as_deref(), p.name.as_deref()),
+                })
+                .collect();
+            services.insert(
+                hostname.clone(),
+                ServiceInfo {
+                    hostname,
+                    namespace: r.namespace().to_string(),
+                    defined_by: format!("Service/{}/{}", r.namespace(), r.metadata.name),
+                    ports,
+                    source: ServiceSource::Kubernetes { selector: spec.selector.clone() },
+                },
+            );
+        }
+        for r in store.of_kind(Kind::ServiceEntry) {
+            let Spec::ServiceEntry(spec) = &r.spec else { continue };
+            let resolution = match spec.resolution.as_deref() {
+                Some("STATIC") => Resolution::Static,
+                Some("DNS") => Resolution::Dns,
+                Some("DNS_ROUND_ROBIN") => Resolution::DnsRoundRobin,
+                _ => Resolution::None,
+            };
+            let mesh_external = spec.location.as_deref() != Some("MESH_INTERNAL");
+            for host in &spec.hosts {
+                let ports = spec
+                    .ports
+                    .iter()
+                    .map(|p| ServicePortInfo {
+                        name: p.name.clone(),
+                        port: p.number,
+                        target: TargetPort::Number(p.target_port.unwrap_or(p.number)),
+                        protocol: Protocol::select(Some(&p.protocol), None, Some(&p.name)),
+                    })
+                    .collect();
+                let key = host.to_ascii_lowercase();
+                // A Kubernetes Service of the same name wins, as in Istio.
+                services.entry(key.clone()).or_insert(ServiceInfo {
+                    hostname: key,
+                    namespace: r.namespace().to_string(),
+                    defined_by: format!("ServiceEntry/{}/{}", r.namespace(), r.metadata.name),
+                    ports,
+                    source: ServiceSource::External {
+                        resolution,
+                        mesh_external,
+                        endpoints: spec.endpoints.iter().filter_map(|e| e.address.clone()).collect(),
+                    },
+                });
+            }
+        }
+        Registry { services }
+    }
+
+    /// The service a destination host names, after Istio's short-name expansion
+    /// relative to `namespace` (a name without dots gets `.NS.svc.cluster.local`).
+    pub fn lookup(&self, host: &str, namespace: &str) -> Option<&ServiceInfo> {
+        self.services.get(&resolve_short_name(host, namespace))
+    }
+}
+
+/// Istio's `ResolveShortnameToFQDN`: `reviews` in namespace `ns` is
+/// `reviews.ns.svc.cluster.local`; a name with a dot or a wildcard is kept as is.
+pub fn resolve_short_name(host: &str, namespace: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "*" || host.contains('.') {
+        host
+    } else {
+        format!("{host}.{namespace}.{DOMAIN_SUFFIX}")
+    }
+}
+
+/// Whether `labels` has every label of `selector` (an empty selector selects nothing,
+/// as a Service without selector has no automatic endpoints).
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_expand_by_namespace() {
+        assert_eq!(
+            resolve_short_name("producer-internal-host", "dev-service-mesh"),
+            "producer-internal-host.dev-service-mesh.svc.cluster.local"
+        );
+        assert_eq!(resolve_short_name("worldtimeapi.org", "x"), "worldtimeapi.org");
+        assert_eq!(resolve_short_name("Reviews.Other", "x"), "reviews.other");
+    }
+
+    #[test]
+    fn protocol_from_port_name() {
+        assert_eq!(Protocol::select(None, None, Some("http-80")), Protocol::Http);
+        assert_eq!(Protocol::select(None, None, Some("tcp-db")), Protocol::Tcp);
+        assert_eq!(Protocol::select(Some("TLS"), None, Some("x")), Protocol::Tls);
+        assert_eq!(Protocol::select(Some("TCP"), Some("http"), None), Protocol::Http);
+        assert_eq!(Protocol::select(None, None, None), Protocol::Http);
+    }
+}

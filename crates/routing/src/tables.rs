@@ -1,0 +1,507 @@
+//! The compiled tables of one proxy, the way Envoy holds what istiod sends it:
+//! route tables (per listener port) of virtual hosts of routes, and clusters.
+//! Built once per configuration change; the request path only reads them.
+
+use regex::Regex;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use meshbox_config::{Origin, OutboundPolicy};
+
+/// Istio's name for the cluster that forwards to the original destination.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// Istio's name for the catch-all route in REGISTRY_ONLY mode.
+pub const BLOCK_ALL_ROUTE: &str = "block_all";
+/// Istio's name for the catch-all route in ALLOW_ANY mode.
+pub const ALLOW_ANY_ROUTE: &str = "allow_any";
+
+/// Which kind of proxy these tables are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ProxyKind {
+    Sidecar,
+    Gateway,
+}
+
+/// Everything one proxy needs to route: an immutable snapshot.
+#[derive(Debug)]
+pub struct ProxyTables {
+    /// Pod name of the proxy.
+    pub proxy: String,
+    pub namespace: String,
+    pub kind: ProxyKind,
+    pub outbound_policy: OutboundPolicy,
+    /// HTTP route tables by port: the service port for sidecars (outbound), the
+    /// Gateway server port for gateways.
+    pub route_tables: BTreeMap<u32, RouteTable>,
+    /// Clusters by name (`outbound|80||host`).
+    pub clusters: HashMap<String, Cluster>,
+    /// For gateways: the container ports the pod listens on, each with the Service
+    /// port (the Gateway server port) it carries.
+    pub gateway_ports: Vec<(u32, u32)>,
+}
+
+impl ProxyTables {
+    /// The route table for a port. Sidecars fall back to a table holding only the
+    /// catch-all virtual host, as traffic to a port no service uses goes to
+    /// Istio's PassthroughCluster or BlackHole.
+    pub fn route_table(&self, port: u32) -> Option<&RouteTable> {
+        self.route_tables.get(&port)
+    }
+}
+
+/// One route configuration (Envoy `RouteConfiguration`), e.g. `80` or `http.80`.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    exact: HashMap<String, usize>,
+    /// `*.suffix` domains, longest suffix first: (suffix including the dot, index).
+    suffixes: Vec<(String, usize)>,
+    catch_all: Option<usize>,
+}
+
+impl RouteTable {
+    /// Indexes the virtual hosts' domains, Envoy's way: exact names first, then the
+    /// longest wildcard suffix, then `*`. The first virtual host to claim a domain keeps it.
+    pub fn new(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteTable {
+        let mut exact = HashMap::new();
+        let mut suffixes = Vec::new();
+        let mut catch_all = None;
+        for (i, vh) in virtual_hosts.iter().enumerate() {
+            for d in &vh.domains {
+                if d == "*" {
+                    catch_all.get_or_insert(i);
+                } else if let Some(rest) = d.strip_prefix('*') {
+                    suffixes.push((rest.to_string(), i));
+                } else {
+                    exact.entry(d.clone()).or_insert(i);
+                }
+            }
+        }
+        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        RouteTable {
+            name,
+            virtual_hosts,
+            exact,
+            suffixes,
+            catch_all,
+        }
+    }
+
+    /// The virtual host for an authority (Host header), matched as given and without
+    /// its port. Comparison is case-insensitive.
+    pub fn select_virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let lower;
+        let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = authority.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            authority
+        };
+        let authority = authority.trim_end_matches('.');
+        let without_port = strip_port(authority);
+        let index = self
+            .exact
+            .get(authority)
+            .or_else(|| self.exact.get(without_port))
+            .copied()
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(suffix, _)| without_port.ends_with(suffix.as_str()) && without_port.len() > suffix.len())
+                    .map(|(_, i)| *i)
+            })
+            .or(self.catch_all)?;
+        self.virtual_hosts.get(index)
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(i) => &authority[..=i],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(i) if authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &authority[..i],
+        _ => authority,
+    }
+}
+
+/// What a catch-all virtual host does with a host that is not in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CatchAll {
+    /// ALLOW_ANY: forward to the resolved original destination.
+    AllowAny,
+    /// REGISTRY_ONLY: answer 502.
+    BlockAll,
+}
+
+/// One virtual host: domains and the ordered routes for them.
+#[derive(Debug)]
+pub struct VirtualHost {
+    /// e.g. `producer-internal-host.dev-service-mesh.svc.cluster.local:80`.
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    /// Set on the catch-all virtual host of a sidecar.
+    pub catch_all: Option<CatchAll>,
+}
+
+impl VirtualHost {
+    /// The first route whose match holds: Istio's "first match wins".
+    pub fn select_route(&self, req: &RequestView<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matcher.matches(req))
+    }
+}
+
+/// The parts of a request that routes match on.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    /// Path with query, as on the request line.
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+impl RequestView<'_> {
+    /// The path without the query string.
+    pub fn path(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or("")
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// Where a route came from, for `trace` and logs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteSource {
+    /// `namespace/name` of the VirtualService.
+    pub virtual_service: String,
+    /// Index of the rule in its `http` list.
+    pub rule: usize,
+    /// Index of the match within the rule, if it had matches.
+    pub match_index: Option<usize>,
+    pub origin: Origin,
+}
+
+/// One route: a match and what to do.
+#[derive(Debug)]
+pub struct Route {
+    /// Istio's route name: the rule's `name`, else the VS-derived name, or `default`.
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub source: Option<RouteSource>,
+}
+
+/// A string matcher, compiled.
+#[derive(Debug, Clone)]
+pub enum StrMatcher {
+    Exact(String),
+    Prefix(String),
+    /// Anchored at both ends, as Envoy's `safe_regex` matches the whole value.
+    Regex(Regex),
+}
+
+impl StrMatcher {
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StrMatcher::Exact(s) => value == s,
+            StrMatcher::Prefix(p) => value.starts_with(p.as_str()),
+            StrMatcher::Regex(r) => r.is_match(value),
+        }
+    }
+
+    /// Case-insensitive match (the pattern was lower-cased when compiled).
+    pub fn matches_ignore_case(&self, value: &str) -> bool {
+        match self {
+            StrMatcher::Regex(r) => r.is_match(value),
+            _ => self.matches(&value.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// A header condition: present-and-matching, or (with `invert`) absent-or-not-matching.
+#[derive(Debug, Clone)]
+pub struct HeaderCondition {
+    pub name: String,
+    /// `None` matches presence.
+    pub value: Option<StrMatcher>,
+    /// `withoutHeaders`: the condition holds when the header does NOT match.
+    pub invert: bool,
+}
+
+/// A compiled `HTTPMatchRequest` (the empty match matches everything).
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub uri: Option<StrMatcher>,
+    pub ignore_uri_case: bool,
+    pub scheme: Option<StrMatcher>,
+    pub method: Option<StrMatcher>,
+    pub authority: Option<StrMatcher>,
+    pub headers: Vec<HeaderCondition>,
+    pub query_params: Vec<(String, StrMatcher)>,
+}
+
+impl RouteMatch {
+    /// Whether the request meets every condition.
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.explain_mismatch(req).is_none()
+    }
+
+    /// The first condition that fails, in words; `None` when everything matches.
+    pub fn explain_mismatch(&self, req: &RequestView<'_>) -> Option<String> {
+        if let Some(uri) = &self.uri {
+            let path = req.path();
+            let ok = if self.ignore_uri_case { uri.matches_ignore_case(path) } else { uri.matches(path) };
+            if !ok {
+                return Some(format!("uri {path:?} does not match {}", describe(uri)));
+            }
+        }
+        if let Some(m) = &self.scheme {
+            if !m.matches(req.scheme) {
+                return Some(format!("scheme {:?} does not match {}", req.scheme, describe(m)));
+            }
+        }
+        if let Some(m) = &self.method {
+            if !m.matches(req.method) {
+                return Some(format!("method {:?} does not match {}", req.method, describe(m)));
+            }
+        }
+        if let Some(m) = &self.authority {
+            if !m.matches(req.authority) {
+                return Some(format!("authority {:?} does not match {}", req.authority, describe(m)));
+            }
+        }
+        for h in &self.headers {
+            let value = header_value(req, &h.name);
+            let holds = match (&h.value, value) {
+                (None, Some(_)) => true,
+                (Some(m), Some(v)) => m.matches(v),
+                (_, None) => false,
+            };
+            if holds == h.invert {
+                return Some(if h.invert {
+                    format!("header {} is present and matches (withoutHeaders)", h.name)
+                } else {
+                    match value {
+                        None => format!("header {} is absent", h.name),
+                        Some(v) => format!("header {} value {v:?} does not match", h.name),
+                    }
+                });
+            }
+        }
+        for (name, m) in &self.query_params {
+            let found = req
+                .query()
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then_some(v)
+                })
+                .next();
+            match found {
+                Some(v) if m.matches(v) => {}
+                _ => return Some(format!("query parameter {name} does not match")),
+            }
+        }
+        None
+    }
+}
+
+fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<&'a str> {
+    match name {
+        ":method" => Some(req.method),
+        ":authority" | "host" => Some(req.authority),
+        ":path" => Some(req.path_and_query),
+        ":scheme" => Some(req.scheme),
+        _ => req.headers.get(name).and_then(|v| v.to_str().ok()),
+    }
+}
+
+fn describe(m: &StrMatcher) -> String {
+    match m {
+        StrMatcher::Exact(s) => format!("exact {s:?}"),
+        StrMatcher::Prefix(s) => format!("prefix {s:?}"),
+        StrMatcher::Regex(r) => format!("regex {:?}", r.as_str()),
+    }
+}
+
+/// How the path is rewritten (Envoy `prefix_rewrite` as Istio configures it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriRewrite {
+    /// The part of the path replaced: the prefix matched, or `None` for the whole path
+    /// (exact and regex matches).
+    pub matched_prefix: Option<String>,
+    pub replacement: String,
+}
+
+impl UriRewrite {
+    /// The rewritten path and query; the query string is kept.
+    pub fn apply(&self, path_and_query: &str) -> String {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let new_path = match &self.matched_prefix {
+            Some(prefix) if path.len() >= prefix.len() && path[..prefix.len()].eq_ignore_ascii_case(prefix) => {
+                format!("{}{}", self.replacement, &path[prefix.len()..])
+            }
+            _ => self.replacement.clone(),
+        };
+        match query {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        }
+    }
+}
+
+/// A destination cluster with its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// What a route does.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// Forward to one of the clusters, chosen by weight.
+    Forward(ForwardAction),
+    /// Answer directly with this status and body (`directResponse`, `block_all`).
+    DirectResponse { status: u16, body: String },
+    /// Forward to the original destination (`allow_any`).
+    Passthrough,
+}
+
+/// Forwarding: where and how.
+#[derive(Debug)]
+pub struct ForwardAction {
+    pub clusters: Vec<WeightedCluster>,
+    pub total_weight: u32,
+    pub uri_rewrite: Option<UriRewrite>,
+    pub authority_rewrite: Option<String>,
+    /// Route timeout; `None` means none (Istio's default for HTTP routes).
+    pub timeout: Option<Duration>,
+}
+
+impl ForwardAction {
+    /// Picks a cluster for a random value in `0..u64::MAX`, by weight.
+    pub fn pick(&self, random: u64) -> Option<&WeightedCluster> {
+        if self.clusters.len() == 1 {
+            return self.clusters.first();
+        }
+        if self.total_weight == 0 {
+            return self.clusters.first();
+        }
+        let mut point = (random % u64::from(self.total_weight)) as u32;
+        for c in &self.clusters {
+            if point < c.weight {
+                return Some(c);
+            }
+            point -= c.weight;
+        }
+        self.clusters.last()
+    }
+}
+
+/// How a cluster's endpoints are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEndpoints {
+    /// Known addresses (pods of a Kubernetes Service, STATIC ServiceEntries).
+    Static(Vec<SocketAddr>),
+    /// Names resolved when used (DNS ServiceEntries): (host, port) pairs.
+    Dns(Vec<(String, u16)>),
+    /// The request's own destination (resolution NONE, PassthroughCluster), at this port.
+    OriginalDestination,
+}
+
+/// An upstream cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `outbound|80||producer-internal-host.dev-service-mesh.svc.cluster.local`.
+    pub name: String,
+    pub endpoints: ClusterEndpoints,
+    /// The port that traffic leaves on, for original-destination clusters.
+    pub port: u32,
+    next: AtomicUsize,
+}
+
+impl Cluster {
+    /// A cluster with the round-robin position at the start.
+    pub fn new(name: String, endpoints: ClusterEndpoints, port: u32) -> Cluster {
+        Cluster {
+            name,
+            endpoints,
+            port,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Round robin: the index of the next endpoint of `count`.
+    pub fn next_index(&self, count: usize) -> usize {
+        if count <= 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % count
+        }
+    }
+}
+
+/// Istio's cluster name for an outbound destination.
+pub fn outbound_cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_keeps_query_and_replaces_prefix() {
+        let exact = UriRewrite { matched_prefix: None, replacement: "/".into() };
+        assert_eq!(exact.apply("/service-a"), "/");
+        assert_eq!(exact.apply("/service-a?x=1"), "/?x=1");
+        let prefix = UriRewrite { matched_prefix: Some("/api".into()), replacement: "/v2".into() };
+        assert_eq!(prefix.apply("/api/items?q"), "/v2/items?q");
+        let root = UriRewrite { matched_prefix: Some("/".into()), replacement: "/v2/".into() };
+        assert_eq!(root.apply("/foo"), "/v2/foo");
+    }
+
+    #[test]
+    fn strip_port_handles_ipv6_and_names() {
+        assert_eq!(strip_port("a:80"), "a");
+        assert_eq!(strip_port("a"), "a");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn weighted_pick_respects_weights() {
+        let f = ForwardAction {
+            clusters: vec![
+                WeightedCluster { cluster: "a".into(), weight: 10 },
+                WeightedCluster { cluster: "b".into(), weight: 90 },
+            ],
+            total_weight: 100,
+            uri_rewrite: None,
+            authority_rewrite: None,
+            timeout: None,
+        };
+        let a = (0..1000u64).filter(|i| f.pick(*i).map(|c| c.cluster.as_str()) == Some("a")).count();
+        assert_eq!(a, 100);
+    }
+}
