@@ -1,1 +1,14 @@
 #![forbid(unsafe_code)]
+//! meshbox's data plane: sidecars and gateways on tokio and hyper. Each proxy reads
+//! an immutable snapshot of its tables (swapped whole on change), routes with
+//! Istio's semantics, forwards over pooled keep-alive connections, and writes
+//! Istio's access log.
+
+pub mod access_log;
+pub mod body;
+pub mod proxy;
+pub mod resolver;
+
+pub use access_log::{AccessLogSink, Encoding};
+pub use proxy::{ListenerRole, Proxy, ProxySettings};
+pub use resolver::{Override, Resolver};

@@ -1,0 +1,91 @@
+//! A response body that counts what it sends and writes the access log line when the
+//! response is complete (or abandoned), as Envoy logs at the end of a stream.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
+
+/// The body type every proxy listener answers with.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// An access log line waiting for its response to finish.
+pub struct PendingLog {
+    pub entry: AccessLogEntry,
+    pub start: Instant,
+    pub sink: Arc<dyn AccessLogSink>,
+    pub encoding: Encoding,
+    /// Request body bytes, counted as the upstream reads them.
+    pub received: Arc<AtomicU64>,
+}
+
+/// Wraps a response body; emits the access log line once.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    sent: u64,
+    log: Option<PendingLog>,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `log` is written when the body ends or is dropped.
+    pub fn new(inner: ProxyBody, log: Option<PendingLog>) -> LoggedBody {
+        LoggedBody { inner, sent: 0, log }
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut p) = self.log.take() {
+            p.entry.bytes_sent = self.sent;
+            p.entry.bytes_received = p.received.load(Ordering::Relaxed);
+            p.entry.duration_ms = u64::try_from(p.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let line = match p.encoding {
+                Encoding::Text => p.entry.to_text(),
+                Encoding::Json => p.entry.to_json(),
+            };
+            p.sink.write_line(&line);
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,625 @@
+//! One proxy (a sidecar or a gateway): its listeners, and the request path that
+//! reads its current tables, routes, forwards over pooled connections and logs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chrono::Utc;
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use meshbox_routing::tables::{ClusterEndpoints, ForwardAction, PASSTHROUGH_CLUSTER};
+use meshbox_routing::{ProxyTables, RequestView, RouteAction};
+use meshbox_config::OutboundPolicy;
+
+use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
+use crate::body::{LoggedBody, PendingLog, ProxyBody};
+use crate::resolver::Resolver;
+
+/// What a listener of a proxy is for.
+#[derive(Debug, Clone, Copy)]
+pub enum ListenerRole {
+    /// The sidecar's outbound port, which workloads use as `HTTP_PROXY`.
+    SidecarOutbound,
+    /// The sidecar's inbound port for one container port: everything goes to the app.
+    SidecarInbound { port: u32, app: SocketAddr },
+    /// A gateway port carrying the Service port (the Gateway server port) `service_port`.
+    Gateway { service_port: u32 },
+}
+
+/// Settings of one proxy that do not change with routing config.
+pub struct ProxySettings {
+    pub name: String,
+    pub resolver: Arc<Resolver>,
+    /// `None` when `meshConfig.accessLogFile` is empty.
+    pub access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>,
+    /// Seed for weighted choices (set it for reproducible splits in tests).
+    pub seed: u64,
+}
+
+/// A running proxy; share it with `Arc`.
+pub struct Proxy {
+    name: String,
+    tables: ArcSwap<ProxyTables>,
+    client: Client<HttpConnector, ProxyBody>,
+    resolver: Arc<Resolver>,
+    access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>,
+    random_state: AtomicU64,
+}
+
+/// How long a connection to an upstream may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that are about one hop and are not forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The outcome of routing one request, before logging.
+struct Outcome {
+    response: Response<ProxyBody>,
+    flags: &'static str,
+    details: &'static str,
+    upstream_host: Option<SocketAddr>,
+    upstream_local: Option<SocketAddr>,
+    cluster: Option<String>,
+    route: Option<String>,
+    service_time_ms: Option<u64>,
+    transport_failure: Option<String>,
+}
+
+impl Outcome {
+    fn local(status: StatusCode, body: &str, flags: &'static str, details: &'static str) -> Outcome {
+        Outcome {
+            response: local_reply(status, body),
+            flags,
+            details,
+            upstream_host: None,
+            upstream_local: None,
+            cluster: None,
+            route: None,
+            service_time_ms: None,
+            transport_failure: None,
+        }
+    }
+
+    fn with_route(mut self, route: &str) -> Outcome {
+        self.route = Some(route.to_string());
+        self
+    }
+
+    fn with_cluster(mut self, cluster: &str) -> Outcome {
+        self.cluster = Some(cluster.to_string());
+        self
+    }
+}
+
+fn local_reply(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(if body.is_empty() {
+        Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    } else {
+        Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed()
+    });
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    if !body.is_empty() {
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(http::header::SERVER, HeaderValue::from_static("istio-envoy"));
+    resp
+}
+
+impl Proxy {
+    /// A proxy with its first tables.
+    pub fn new(settings: ProxySettings, tables: ProxyTables) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .set_host(false)
+            .build(connector);
+        Arc::new(Proxy {
+            name: settings.name,
+            tables: ArcSwap::from_pointee(tables),
+            client,
+            resolver: settings.resolver,
+            access_log: settings.access_log,
+            random_state: AtomicU64::new(settings.seed),
+        })
+    }
+
+    /// The proxy's name (its pod).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Replaces the tables; requests in flight finish on the tables they started with.
+    pub fn update(&self, tables: ProxyTables) {
+        self.tables.store(Arc::new(tables));
+    }
+
+    /// The current tables.
+    pub fn tables(&self) -> Arc<ProxyTables> {
+        self.tables.load_full()
+    }
+
+    /// Serves a listener until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, role: ListenerRole) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(proxy = %self.name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(peer);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!("connection from {peer} ended: {e}");
+                }
+            });
+        }
+    }
+
+    /// A pseudo-random number for weighted choices (splitmix64 over a counter:
+    /// lock-free, reproducible from the seed).
+    fn next_random(&self) -> u64 {
+        let mut z = self.random_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        role: ListenerRole,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Response<LoggedBody> {
+        let start = Instant::now();
+        let start_time = Utc::now();
+        if !req.headers().contains_key("x-request-id") {
+            if let Ok(v) = HeaderValue::from_str(&new_request_id(self.next_random(), self.next_random())) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+        }
+        let authority = request_authority(&req);
+        let path = path_and_query(req.uri()).to_string();
+        let header = |req: &Request<Incoming>, name: &str| {
+            req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+        let mut entry = AccessLogEntry {
+            start_time: Some(start_time),
+            method: req.method().as_str().to_string(),
+            path: path.clone(),
+            protocol: version_str(req.version()),
+            user_agent: header(&req, "user-agent"),
+            request_id: header(&req, "x-request-id"),
+            authority: authority.clone(),
+            downstream_local_address: Some(local),
+            downstream_remote_address: Some(peer),
+            ..Default::default()
+        };
+        if let ListenerRole::Gateway { .. } = role {
+            append_forwarded_for(req.headers_mut(), peer);
+        }
+        entry.x_forwarded_for = header(&req, "x-forwarded-for");
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let req = req.map(move |body| {
+            body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                frame
+            })
+            .boxed()
+        });
+        let outcome = match role {
+            ListenerRole::SidecarInbound { port, app } => {
+                let cluster = format!("inbound|{port}||");
+                self.forward(req, app, authority.as_deref(), None, None)
+                    .await
+                    .with_cluster(&cluster)
+                    .with_route("default")
+            }
+            ListenerRole::SidecarOutbound => self.route_outbound(req, authority, path).await,
+            ListenerRole::Gateway { service_port } => self.route_at_gateway(req, authority, path, service_port).await,
+        };
+        entry.response_code = outcome.response.status().as_u16();
+        entry.response_flags = outcome.flags;
+        entry.response_code_details = outcome.details;
+        entry.upstream_host = outcome.upstream_host;
+        entry.upstream_local_address = outcome.upstream_local;
+        entry.upstream_cluster = outcome.cluster;
+        entry.route_name = outcome.route;
+        entry.upstream_service_time_ms = outcome.service_time_ms;
+        entry.upstream_transport_failure_reason = outcome.transport_failure;
+        let (mut parts, body) = outcome.response.into_parts();
+        if let Some(t) = entry.upstream_service_time_ms {
+            parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(t));
+        }
+        let log = self.access_log.as_ref().map(|(sink, encoding)| PendingLog {
+            entry,
+            start,
+            sink: sink.clone(),
+            encoding: *encoding,
+            received,
+        });
+        Response::from_parts(parts, LoggedBody::new(body, log))
+    }
+
+    /// A workload's outbound request, sent through its sidecar as `HTTP_PROXY`.
+    async fn route_outbound(&self, req: Request<ProxyBody>, authority: Option<String>, path: String) -> Outcome {
+        if req.method() == Method::CONNECT {
+            return Outcome::local(StatusCode::NOT_IMPLEMENTED, "CONNECT tunnels are not supported by meshbox yet\n", "-", "connect_not_supported");
+        }
+        let Some(authority) = authority else {
+            return Outcome::local(StatusCode::BAD_REQUEST, "missing Host header\n", "-", "missing_host_header");
+        };
+        let default_port = if req.uri().scheme_str() == Some("https") { 443 } else { 80 };
+        let (host, port) = split_authority(&authority, default_port);
+        let tables = self.tables.load();
+        let Some(table) = tables.route_table(u32::from(port)) else {
+            return self.catch_all(req, &host, port, tables.outbound_policy, None).await;
+        };
+        let Some(vhost) = table.select_virtual_host(&authority) else {
+            return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
+        };
+        if vhost.catch_all.is_some() {
+            let route = vhost.routes.first().map(|r| r.name.clone());
+            return self.catch_all(req, &host, port, tables.outbound_policy, route).await;
+        }
+        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path).await
+    }
+
+    /// A request arriving at a gateway port.
+    async fn route_at_gateway(&self, req: Request<ProxyBody>, authority: Option<String>, path: String, service_port: u32) -> Outcome {
+        let Some(authority) = authority else {
+            return Outcome::local(StatusCode::BAD_REQUEST, "missing Host header\n", "-", "missing_host_header");
+        };
+        let (host, port) = split_authority(&authority, u16::try_from(service_port).unwrap_or(80));
+        let tables = self.tables.load();
+        let vhost = tables.route_table(service_port).and_then(|t| t.select_virtual_host(&authority));
+        let Some(vhost) = vhost else {
+            return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
+        };
+        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn route_in_vhost(
+        &self,
+        req: Request<ProxyBody>,
+        tables: &ProxyTables,
+        vhost: &meshbox_routing::tables::VirtualHost,
+        authority: &str,
+        host: &str,
+        port: u16,
+        path: String,
+    ) -> Outcome {
+        let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+        let view = RequestView {
+            method: req.method().as_str(),
+            scheme: &scheme,
+            authority,
+            path_and_query: &path,
+            headers: req.headers(),
+        };
+        let Some(route) = vhost.select_route(&view) else {
+            return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
+        };
+        let outcome = match &route.action {
+            RouteAction::DirectResponse { status, body } => Outcome::local(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                body,
+                "-",
+                "direct_response",
+            ),
+            RouteAction::Passthrough => self.passthrough(req, host, port, authority).await,
+            RouteAction::Forward(fwd) => self.forward_route(req, tables, fwd, authority, host, port, &path).await,
+        };
+        outcome.with_route(&route.name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_route(
+        &self,
+        mut req: Request<ProxyBody>,
+        tables: &ProxyTables,
+        fwd: &ForwardAction,
+        authority: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Outcome {
+        let Some(choice) = fwd.pick(self.next_random()) else {
+            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "", "NC", "cluster_not_found");
+        };
+        let Some(cluster) = tables.clusters.get(&choice.cluster) else {
+            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "", "NC", "cluster_not_found").with_cluster(&choice.cluster);
+        };
+        let endpoint = match &cluster.endpoints {
+            ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
+            ClusterEndpoints::Static(addrs) => Some(addrs[cluster.next_index(addrs.len())]),
+            ClusterEndpoints::Dns(names) if names.is_empty() => None,
+            ClusterEndpoints::Dns(names) => {
+                let (name, target_port) = &names[cluster.next_index(names.len())];
+                match self.resolver.resolve(name, *target_port).await {
+                    Ok(addrs) => addrs.first().copied(),
+                    Err(e) => {
+                        tracing::debug!(proxy = %self.name, "{e}");
+                        None
+                    }
+                }
+            }
+            ClusterEndpoints::OriginalDestination => match self.resolver.resolve(host, port).await {
+                Ok(addrs) => addrs.first().copied(),
+                Err(e) => return dns_failure(&e.host).with_cluster(&cluster.name),
+            },
+        };
+        let Some(endpoint) = endpoint else {
+            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", "UH", "no_healthy_upstream")
+                .with_cluster(&cluster.name);
+        };
+        let new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
+        if new_path.is_some() {
+            if let Ok(v) = HeaderValue::from_str(path) {
+                req.headers_mut().insert("x-envoy-original-path", v);
+            }
+        }
+        let authority = fwd.authority_rewrite.as_deref().unwrap_or(authority);
+        self.forward(req, endpoint, Some(authority), new_path.as_deref(), fwd.timeout)
+            .await
+            .with_cluster(&cluster.name)
+    }
+
+    /// A host the registry does not know: Passthrough (ALLOW_ANY) or BlackHole
+    /// (REGISTRY_ONLY), after the name lookup a pod's application would have made.
+    async fn catch_all(&self, req: Request<ProxyBody>, host: &str, port: u16, policy: OutboundPolicy, route: Option<String>) -> Outcome {
+        let route = route.unwrap_or_else(|| match policy {
+            OutboundPolicy::AllowAny => "allow_any".into(),
+            OutboundPolicy::RegistryOnly => "block_all".into(),
+        });
+        let outcome = match policy {
+            OutboundPolicy::AllowAny => {
+                let authority = format!("{host}:{port}");
+                self.passthrough(req, host, port, &authority).await
+            }
+            OutboundPolicy::RegistryOnly => match self.resolver.resolve(host, port).await {
+                Err(e) => dns_failure(&e.host),
+                // Istio's REGISTRY_ONLY catch-all: 502, no body, no upstream.
+                Ok(_) => Outcome::local(StatusCode::BAD_GATEWAY, "", "-", "direct_response"),
+            },
+        };
+        outcome.with_route(&route)
+    }
+
+    async fn passthrough(&self, req: Request<ProxyBody>, host: &str, port: u16, authority: &str) -> Outcome {
+        match self.resolver.resolve(host, port).await {
+            Err(e) => dns_failure(&e.host).with_cluster(PASSTHROUGH_CLUSTER),
+            Ok(addrs) => match addrs.first() {
+                Some(addr) => self.forward(req, *addr, Some(authority), None, None).await.with_cluster(PASSTHROUGH_CLUSTER),
+                None => dns_failure(host).with_cluster(PASSTHROUGH_CLUSTER),
+            },
+        }
+    }
+
+    /// Sends the request to one endpoint over a pooled connection.
+    async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+        endpoint: SocketAddr,
+        authority: Option<&str>,
+        new_path: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        let (mut parts, body) = req.into_parts();
+        let path = new_path.unwrap_or_else(|| path_and_query(&parts.uri)).to_string();
+        let uri = match Uri::builder().scheme("http").authority(endpoint.to_string()).path_and_query(path).build() {
+            Ok(u) => u,
+            Err(_) => return Outcome::local(StatusCode::BAD_REQUEST, "invalid request path\n", "-", "invalid_path"),
+        };
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(a) = authority {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        if !parts.headers.contains_key("x-forwarded-proto") {
+            parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        let upstream_req = Request::from_parts(parts, body);
+        let sent_at = Instant::now();
+        let call = self.client.request(upstream_req);
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut o = Outcome::local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", "UT", "response_timeout");
+                    o.upstream_host = Some(endpoint);
+                    return o;
+                }
+            },
+            None => call.await,
+        };
+        match result {
+            Ok(resp) => {
+                let info = resp.extensions().get::<HttpInfo>().map(|i| i.local_addr());
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Outcome {
+                    response: Response::from_parts(parts, body.boxed()),
+                    flags: "-",
+                    details: "via_upstream",
+                    upstream_host: Some(endpoint),
+                    upstream_local: info,
+                    cluster: None,
+                    route: None,
+                    service_time_ms: Some(u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    transport_failure: None,
+                }
+            }
+            Err(e) => {
+                let (flags, details, reason) = if e.is_connect() {
+                    ("UF", "upstream_reset_before_response_started{connection_failure}", "connection failure")
+                } else {
+                    ("UC", "upstream_reset_before_response_started{connection_termination}", "connection termination")
+                };
+                let body = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
+                let mut o = Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, flags, details);
+                o.upstream_host = Some(endpoint);
+                o.transport_failure = Some(error_chain(&e));
+                o
+            }
+        }
+    }
+}
+
+/// 503 DF: the name is known neither to the mesh nor to DNS. In a pod, the
+/// application's own lookup would fail; the sidecar says so, naming the host.
+fn dns_failure(host: &str) -> Outcome {
+    let body = format!("DNS resolution failed for {host}: the name is neither a mesh service nor known to DNS");
+    Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, "DF", "dns_resolution_failure")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s.replace('"', "'")
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// The request's authority: from an absolute-form URI (as a proxy receives it), else
+/// the Host header.
+fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
+}
+
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
+/// `host[:port]` → (lower-case host, port).
+pub fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
+    let host_part = meshbox_routing::tables::strip_port(authority);
+    let port = authority[host_part.len()..]
+        .strip_prefix(':')
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default_port);
+    (host_part.trim_end_matches('.').to_ascii_lowercase(), port)
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A UUID-shaped request id, as Envoy generates for `x-request-id`.
+fn new_request_id(a: u64, b: u64) -> String {
+    let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+    let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_splits_into_host_and_port() {
+        assert_eq!(split_authority("Producer-Internal-Host", 80), ("producer-internal-host".into(), 80));
+        assert_eq!(split_authority("worldtimeapi.org:8080", 80), ("worldtimeapi.org".into(), 8080));
+        assert_eq!(split_authority("[::1]:81", 80), ("[::1]".into(), 81));
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = new_request_id(1, 2);
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}
