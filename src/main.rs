@@ -1,1 +1,219 @@
-fn main() {}
+#![forbid(unsafe_code)]
+//! The `meshbox` command: argument parsing and output; the work is in the crates.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meshbox_config::Source;
+use meshbox_runtime::{control, ControlRequest, UpOptions};
+
+/// A local service mesh that speaks Istio's networking API.
+#[derive(Parser)]
+#[command(name = "meshbox", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the mesh from manifest files or directories and run until Ctrl-C.
+    Up {
+        /// Manifest files or directories (like kubectl apply -f).
+        paths: Vec<PathBuf>,
+        /// Namespace for objects that name none.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Install options as istioctl spells them, e.g. meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY.
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Image mapping files (in addition to meshbox.images beside the manifests).
+        #[arg(long)]
+        images: Vec<PathBuf>,
+        /// HOST:PORT:ADDR, like curl: connections to HOST:PORT go to ADDR.
+        #[arg(long)]
+        resolve: Vec<String>,
+        /// HOST:PORT:HOST2:PORT2, like curl: connections to HOST:PORT go to HOST2:PORT2.
+        #[arg(long = "connect-to")]
+        connect_to: Vec<String>,
+        /// HOST:PORT=APP: run the built-in APP outside the mesh as HOST:PORT (e.g. worldtimeapi.org:80=worldtime).
+        #[arg(long = "stand-in")]
+        stand_in: Vec<String>,
+        /// Local port of the ingress gateway's port 80 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        ingress_port: u16,
+        /// Seed for weighted routing choices, for reproducible runs.
+        #[arg(long, env = "MESHBOX_SEED")]
+        seed: Option<u64>,
+    },
+    /// Apply manifests to the running mesh.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Delete the objects that manifests define from the running mesh.
+    Delete {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// List objects (vs, dr, se, gw, svc, deploy, sidecar, ns) or pods.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// yaml or json.
+        #[arg(short, long)]
+        output: Option<String>,
+    },
+    /// Change install options of the running mesh (replaces earlier --set flags).
+    Install {
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
+    /// Print the log of a pod's container (istio-proxy by default: the access log).
+    Logs {
+        /// Pod, Deployment or gateway name.
+        name: String,
+        #[arg(short, long, default_value = "istio-proxy")]
+        container: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Run a command as if inside a workload: its environment, its sidecar as HTTP_PROXY.
+    Exec {
+        /// Pod or Deployment name.
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run one of the built-in workloads (service-a, service-b, service-c, worldtime).
+    App { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHBOX_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up { paths, namespace, set, images, resolve, connect_to, stand_in, ingress_port, seed } => {
+            meshbox_runtime::run_up(UpOptions { paths, namespace, set, images, resolve, connect_to, stand_in, ingress_port, seed }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply { files, namespace } => {
+            let sources = read_files(&files)?;
+            let paths: Vec<PathBuf> = files.iter().filter(|f| *f != "-").map(PathBuf::from).collect();
+            let mut images = Vec::new();
+            for path in meshbox_runtime::images::files_beside(&paths) {
+                let text = std::fs::read_to_string(&path)?;
+                images.push(Source { name: path.display().to_string(), text });
+            }
+            respond(ControlRequest::Apply { sources, namespace, images }).await
+        }
+        Command::Delete { files, namespace } => {
+            let sources = read_files(&files)?;
+            respond(ControlRequest::Delete { sources, namespace }).await
+        }
+        Command::Get { kind, name, namespace, all_namespaces, output } => {
+            respond(ControlRequest::Get { kind, name, namespace, all_namespaces, output }).await
+        }
+        Command::Install { set } => respond(ControlRequest::Install { set }).await,
+        Command::Logs { name, container, namespace } => {
+            let pod = locate(name, namespace).await?;
+            let Some((_, file)) = pod.logs.iter().find(|(c, _)| *c == container) else {
+                let names: Vec<&str> = pod.logs.iter().map(|(c, _)| c.as_str()).collect();
+                anyhow::bail!("error: container {container:?} is not valid for pod {}; choose one of: {}", pod.name, names.join(", "));
+            };
+            match std::fs::read_to_string(file) {
+                Ok(text) => print!("{text}"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => anyhow::bail!("error: cannot read {file}: {e}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { name, namespace, command } => {
+            let pod = locate(name, namespace).await?;
+            let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("error: no command given"))?;
+            let status = std::process::Command::new(program)
+                .args(args)
+                .envs(pod.env.iter().map(|(k, v)| (k, v)))
+                .status()
+                .map_err(|e| anyhow::anyhow!("error: cannot run {program}: {e}"))?;
+            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+        }
+        Command::App { name } => {
+            meshbox_apps::main_for(&name).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn locate(name: String, namespace: Option<String>) -> anyhow::Result<meshbox_runtime::PodLocation> {
+    let r = control(ControlRequest::Locate { name, namespace }).await.map_err(anyhow::Error::msg)?;
+    if !r.ok {
+        anyhow::bail!("{}", r.error);
+    }
+    r.pod.ok_or_else(|| anyhow::anyhow!("error: the mesh did not say where the pod is"))
+}
+
+async fn respond(request: ControlRequest) -> anyhow::Result<ExitCode> {
+    let r = control(request).await.map_err(anyhow::Error::msg)?;
+    print!("{}", r.output);
+    if r.ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("{}", r.error);
+        if !r.error.ends_with('\n') {
+            eprintln!();
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Reads `-f` arguments: files, directories, or `-` for standard input.
+fn read_files(files: &[String]) -> anyhow::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    let mut paths = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            sources.push(Source { name: "STDIN".into(), text });
+        } else {
+            paths.push(PathBuf::from(f));
+        }
+    }
+    if !paths.is_empty() {
+        sources.extend(meshbox_config::read_sources(&paths)?);
+    }
+    Ok(sources)
+}

@@ -53,7 +53,7 @@ impl<'a> MeshState<'a> {
 
     /// The tables of the sidecar beside `workload`.
     pub fn sidecar_tables(&self, workload: &WorkloadInstance) -> ProxyTables {
-        let mut builder = TableBuilder::new(self);
+        let mut builder = TableBuilder::new(self, workload);
         let ns = workload.namespace.as_str();
         // Per port: virtual hosts keyed by service host name.
         let mut per_port: BTreeMap<u32, BTreeMap<String, VirtualHost>> = BTreeMap::new();
@@ -69,7 +69,10 @@ impl<'a> MeshState<'a> {
                             name: "default".into(),
                             matcher: RouteMatch::default(),
                             action: RouteAction::Forward(ForwardAction {
-                                clusters: vec![WeightedCluster { cluster, weight: 100 }],
+                                clusters: vec![WeightedCluster {
+                                    cluster,
+                                    weight: 100,
+                                }],
                                 total_weight: 100,
                                 uri_rewrite: None,
                                 authority_rewrite: None,
@@ -85,7 +88,9 @@ impl<'a> MeshState<'a> {
         // VirtualServices bound to the mesh replace the default route of their hosts.
         let mut claimed: BTreeSet<(u32, String)> = BTreeSet::new();
         for vs_res in &self.virtual_services {
-            let Spec::VirtualService(vs) = &vs_res.spec else { continue };
+            let Spec::VirtualService(vs) = &vs_res.spec else {
+                continue;
+            };
             let vs_ns = vs_res.namespace();
             if !binds_to(vs, vs_ns, MESH_GATEWAY) {
                 continue;
@@ -99,32 +104,47 @@ impl<'a> MeshState<'a> {
                     .filter(|s| host_matches(&fqdn, &s.hostname))
                     .collect();
                 if matching.is_empty() {
-                    // A host that is no service: Istio builds its virtual host on the
-                    // ports its destinations use.
-                    for port in destination_ports(vs, vs_ns, &self.registry) {
-                        if !claimed.insert((port, fqdn.clone())) {
-                            continue;
-                        }
-                        let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
-                        let mut domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
-                        domains.dedup();
-                        per_port.entry(port).or_default().insert(
-                            fqdn.clone(),
-                            VirtualHost { name: format!("{fqdn}:{port}"), domains, routes, catch_all: None },
-                        );
+                    // A host that is no service: Istio gives it a virtual host on port 80
+                    // only ("to affect traffic to hosts outside of the service registry
+                    // on port 80", pilot/pkg/networking/core/route).
+                    let port = 80;
+                    if claimed.contains(&(port, fqdn.clone())) {
+                        continue;
                     }
+                    let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
+                    if routes.is_empty() {
+                        continue; // no rule applies on this port: no virtual host
+                    }
+                    claimed.insert((port, fqdn.clone()));
+                    let domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
+                    per_port.entry(port).or_default().insert(
+                        fqdn.clone(),
+                        VirtualHost {
+                            name: format!("{fqdn}:{port}"),
+                            domains,
+                            routes,
+                            catch_all: None,
+                        },
+                    );
                     continue;
                 }
                 for svc in matching {
                     for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
-                        if !claimed.insert((port.port, svc.hostname.clone())) {
+                        if claimed.contains(&(port.port, svc.hostname.clone())) {
                             continue; // an older VirtualService already owns this host
                         }
                         let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port.port);
                         if routes.is_empty() {
-                            continue; // no rule applies on this port: the default route stays
+                            // No rule applies on this port: Istio emits no virtual host for
+                            // this VirtualService, so the default route stays and a later
+                            // VirtualService may still claim the host.
+                            continue;
                         }
-                        if let Some(vh) = per_port.get_mut(&port.port).and_then(|m| m.get_mut(&svc.hostname)) {
+                        claimed.insert((port.port, svc.hostname.clone()));
+                        if let Some(vh) = per_port
+                            .get_mut(&port.port)
+                            .and_then(|m| m.get_mut(&svc.hostname))
+                        {
                             vh.routes = routes;
                         }
                     }
@@ -164,8 +184,12 @@ impl<'a> MeshState<'a> {
 
     /// The tables of a gateway pod: the Gateways that select it and the
     /// VirtualServices bound to those Gateways.
-    pub fn gateway_tables(&self, workload: &WorkloadInstance, service_ports: &[(u32, u32)]) -> ProxyTables {
-        let mut builder = TableBuilder::new(self);
+    pub fn gateway_tables(
+        &self,
+        workload: &WorkloadInstance,
+        service_ports: &[(u32, u32)],
+    ) -> ProxyTables {
+        let mut builder = TableBuilder::new(self, workload);
         // (port) -> host -> vhost; hosts merge routes across VirtualServices, as
         // Istio's gateway route builder merges duplicate virtual hosts.
         let mut per_port: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
@@ -173,13 +197,19 @@ impl<'a> MeshState<'a> {
             .store
             .of_kind(Kind::Gateway)
             .filter(|g| match &g.spec {
-                Spec::Gateway(spec) => selects(&spec.selector, &workload.labels),
+                // Istio (mergeGateways): a Gateway without selector "applies to all
+                // workloads asking for the gateway".
+                Spec::Gateway(spec) => {
+                    spec.selector.is_empty() || selects(&spec.selector, &workload.labels)
+                }
                 _ => false,
             })
             .collect();
         gateways.sort_by_key(|g| self.store.creation_index(&g.key()));
         for gw_res in gateways {
-            let Spec::Gateway(gw) = &gw_res.spec else { continue };
+            let Spec::Gateway(gw) = &gw_res.spec else {
+                continue;
+            };
             let gw_id = format!("{}/{}", gw_res.namespace(), gw_res.metadata.name);
             for server in &gw.servers {
                 let protocol = Protocol::select(Some(&server.port.protocol), None, None);
@@ -189,14 +219,24 @@ impl<'a> MeshState<'a> {
                 let port = server.port.number;
                 let vhosts = per_port.entry(port).or_default();
                 for vs_res in &self.virtual_services {
-                    let Spec::VirtualService(vs) = &vs_res.spec else { continue };
+                    let Spec::VirtualService(vs) = &vs_res.spec else {
+                        continue;
+                    };
                     let vs_ns = vs_res.namespace();
                     if !binds_to(vs, vs_ns, &gw_id) {
                         continue;
                     }
                     for vs_host in &vs.hosts {
+                        // Istio resolves VirtualService hosts to FQDNs in the VirtualService's
+                        // namespace before they meet the Gateway's hosts.
+                        let vs_host = resolve_short_name(vs_host, vs_ns);
                         for server_host in &server.hosts {
-                            let Some(host) = gateway_host_intersection(server_host, gw_res.namespace(), vs_host, vs_ns) else {
+                            let Some(host) = gateway_host_intersection(
+                                server_host,
+                                gw_res.namespace(),
+                                &vs_host,
+                                vs_ns,
+                            ) else {
                                 continue;
                             };
                             let routes = builder.http_routes(vs_res, vs, &gw_id, port);
@@ -220,7 +260,12 @@ impl<'a> MeshState<'a> {
                                     } else {
                                         vec![host.clone(), format!("{host}:{port}")]
                                     };
-                                    vhosts.push(VirtualHost { name, domains, routes, catch_all: None });
+                                    vhosts.push(VirtualHost {
+                                        name,
+                                        domains,
+                                        routes,
+                                        catch_all: None,
+                                    });
                                 }
                             }
                         }
@@ -230,7 +275,16 @@ impl<'a> MeshState<'a> {
         }
         let route_tables = per_port
             .into_iter()
-            .map(|(port, vhosts)| (port, RouteTable::new(format!("http.{port}"), vhosts)))
+            .map(|(port, mut vhosts)| {
+                for vh in &mut vhosts {
+                    // Istio's SortVHostRoutes: catch-all routes of merged virtual hosts go last.
+                    let routes = std::mem::take(&mut vh.routes);
+                    let (catch_all, rest): (Vec<Route>, Vec<Route>) =
+                        routes.into_iter().partition(|r| is_catch_all(&r.matcher));
+                    vh.routes = rest.into_iter().chain(catch_all).collect();
+                }
+                (port, RouteTable::new(format!("http.{port}"), vhosts))
+            })
             .collect();
         ProxyTables {
             proxy: workload.name.clone(),
@@ -245,12 +299,19 @@ impl<'a> MeshState<'a> {
 
     /// DestinationRules for a host, Istio's lookup order: the client's namespace, then
     /// the service's namespace, then the root namespace (`istio-system`).
-    fn destination_rule(&self, fqdn: &str, client_ns: &str, service_ns: &str) -> Option<&DestinationRuleSpec> {
+    fn destination_rule(
+        &self,
+        fqdn: &str,
+        client_ns: &str,
+        service_ns: &str,
+    ) -> Option<&DestinationRuleSpec> {
         let rules: Vec<(&str, &DestinationRuleSpec)> = self
             .store
             .of_kind(Kind::DestinationRule)
             .filter_map(|r| match &r.spec {
-                Spec::DestinationRule(dr) if host_matches(&resolve_short_name(&dr.host, r.namespace()), fqdn) => {
+                Spec::DestinationRule(dr)
+                    if host_matches(&resolve_short_name(&dr.host, r.namespace()), fqdn) =>
+                {
                     Some((r.namespace(), dr))
                 }
                 _ => None,
@@ -267,7 +328,13 @@ fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
         CatchAll::AllowAny => (ALLOW_ANY_ROUTE, RouteAction::Passthrough),
         // Istio's REGISTRY_ONLY catch-all answers 502 with no body
         // (pilot/pkg/networking/core: BlackHole route for the "block_all" virtual host).
-        CatchAll::BlockAll => (BLOCK_ALL_ROUTE, RouteAction::DirectResponse { status: 502, body: String::new() }),
+        CatchAll::BlockAll => (
+            BLOCK_ALL_ROUTE,
+            RouteAction::DirectResponse {
+                status: 502,
+                body: String::new(),
+            },
+        ),
     };
     VirtualHost {
         name: name.to_string(),
@@ -283,7 +350,8 @@ fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
 }
 
 /// The domains a sidecar's virtual host answers for a service, as Istio generates
-/// them: the short forms only from the same namespace, each also with `:port`.
+/// them (generateAltVirtualHostsForKubernetesService): `name` only from the same
+/// namespace, `name.ns`, `name.ns.svc` and the FQDN, each also with `:port`.
 fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String> {
     let mut names = Vec::new();
     let suffix = format!(".{}.{DOMAIN_SUFFIX}", svc.namespace);
@@ -293,7 +361,6 @@ fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String>
         }
         names.push(format!("{short}.{}", svc.namespace));
         names.push(format!("{short}.{}.svc", svc.namespace));
-        names.push(format!("{short}.{}.svc.cluster", svc.namespace));
     }
     names.push(svc.hostname.clone());
     let mut domains = Vec::with_capacity(names.len() * 2);
@@ -304,16 +371,13 @@ fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String>
     domains
 }
 
-/// Whether a VirtualService (or any of its rules) applies at `gateway`
-/// (`mesh` or `namespace/name`).
+/// Whether a VirtualService applies at `gateway` (`mesh` or `namespace/name`). Istio
+/// indexes VirtualServices by their top-level `gateways` only; a rule's
+/// `match.gateways` then narrows, never widens, where the VirtualService applies.
 fn binds_to(vs: &VirtualServiceSpec, vs_ns: &str, gateway: &str) -> bool {
-    let top = effective_gateways(&vs.gateways, vs_ns);
-    top.iter().any(|g| g == gateway)
-        || vs.http.iter().any(|r| {
-            r.matches
-                .iter()
-                .any(|m| effective_gateways(&m.gateways, vs_ns).iter().any(|g| g == gateway) && !m.gateways.is_empty())
-        })
+    effective_gateways(&vs.gateways, vs_ns)
+        .iter()
+        .any(|g| g == gateway)
 }
 
 /// Gateway names resolved to `namespace/name`; an empty list means `mesh`.
@@ -328,7 +392,9 @@ fn effective_gateways(list: &[String], vs_ns: &str) -> Vec<String> {
             } else {
                 // `name` or `name.namespace.svc.cluster.local`-style references.
                 match g.split_once('.') {
-                    Some((name, rest)) => format!("{}/{name}", rest.split('.').next().unwrap_or(vs_ns)),
+                    Some((name, rest)) => {
+                        format!("{}/{name}", rest.split('.').next().unwrap_or(vs_ns))
+                    }
                     None => format!("{vs_ns}/{g}"),
                 }
             }
@@ -349,7 +415,12 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// The host a gateway virtual host is built for, when a Gateway server host
 /// (`[ns/]host`) and a VirtualService host overlap: the more specific of the two.
-fn gateway_host_intersection(server_host: &str, gw_ns: &str, vs_host: &str, vs_ns: &str) -> Option<String> {
+fn gateway_host_intersection(
+    server_host: &str,
+    gw_ns: &str,
+    vs_host: &str,
+    vs_ns: &str,
+) -> Option<String> {
     let (ns_part, host_part) = match server_host.split_once('/') {
         Some((ns, h)) => (Some(ns), h),
         None => (None, server_host),
@@ -371,35 +442,21 @@ fn gateway_host_intersection(server_host: &str, gw_ns: &str, vs_host: &str, vs_n
     }
 }
 
-/// The ports a VirtualService's destinations use (for hosts that are not services).
-fn destination_ports(vs: &VirtualServiceSpec, vs_ns: &str, registry: &Registry) -> BTreeSet<u32> {
-    let mut ports = BTreeSet::new();
-    for rule in &vs.http {
-        for d in &rule.route {
-            if let Some(n) = d.destination.port.as_ref().and_then(|p| p.number) {
-                ports.insert(n);
-            } else if let Some(svc) = registry.lookup(&d.destination.host, vs_ns) {
-                if svc.ports.len() == 1 {
-                    ports.insert(svc.ports[0].port);
-                }
-            }
-        }
-    }
-    if ports.is_empty() {
-        ports.insert(80);
-    }
-    ports
-}
-
 /// Accumulates the clusters that routes refer to.
 struct TableBuilder<'s, 'a> {
     state: &'s MeshState<'a>,
+    /// The workload whose proxy the tables are for (source labels, namespace).
+    proxy: &'s WorkloadInstance,
     clusters: HashMap<String, Cluster>,
 }
 
 impl<'s, 'a> TableBuilder<'s, 'a> {
-    fn new(state: &'s MeshState<'a>) -> Self {
-        TableBuilder { state, clusters: HashMap::new() }
+    fn new(state: &'s MeshState<'a>, proxy: &'s WorkloadInstance) -> Self {
+        TableBuilder {
+            state,
+            proxy,
+            clusters: HashMap::new(),
+        }
     }
 
     fn finish(self) -> HashMap<String, Cluster> {
@@ -415,14 +472,18 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         let subset_labels = if subset.is_empty() {
             None
         } else {
-            let dr = self.state.destination_rule(&svc.hostname, &svc.namespace, &svc.namespace);
+            let dr =
+                self.state
+                    .destination_rule(&svc.hostname, &self.proxy.namespace, &svc.namespace);
             match dr.and_then(|dr| dr.subsets.iter().find(|s| s.name == subset)) {
                 Some(s) => Some(s.labels.clone()),
                 // An undefined subset has no cluster: requests get 503 NC, as in Istio.
                 None => return name,
             }
         };
-        let Some(service_port) = svc.port(port) else { return name };
+        let Some(service_port) = svc.port(port) else {
+            return name;
+        };
         let endpoints = match &svc.source {
             ServiceSource::Kubernetes { selector } => {
                 let mut addrs: Vec<SocketAddr> = Vec::new();
@@ -445,7 +506,11 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                 }
                 ClusterEndpoints::Static(addrs)
             }
-            ServiceSource::External { resolution, endpoints, .. } => {
+            ServiceSource::External {
+                resolution,
+                endpoints,
+                ..
+            } => {
                 let target = match &service_port.target {
                     TargetPort::Number(n) => *n,
                     TargetPort::Name(_) => port,
@@ -464,48 +529,80 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                         if endpoints.is_empty() {
                             ClusterEndpoints::Dns(vec![(svc.hostname.clone(), target)])
                         } else {
-                            ClusterEndpoints::Dns(endpoints.iter().map(|e| (e.clone(), target)).collect())
+                            ClusterEndpoints::Dns(
+                                endpoints.iter().map(|e| (e.clone(), target)).collect(),
+                            )
                         }
                     }
                 }
             }
         };
-        self.clusters.insert(name.clone(), Cluster::new(name.clone(), endpoints, port));
+        self.clusters
+            .insert(name.clone(), Cluster::new(name.clone(), endpoints, port));
         name
     }
 
     /// Compiles a VirtualService's HTTP rules as seen at `gateway` on `port`: one
     /// route per match condition (as Istio emits one Envoy route per match), rules
     /// whose matches all belong to other gateways or ports left out.
-    fn http_routes(&mut self, vs_res: &Resource, vs: &VirtualServiceSpec, gateway: &str, port: u32) -> Vec<Route> {
+    fn http_routes(
+        &mut self,
+        vs_res: &Resource,
+        vs: &VirtualServiceSpec,
+        gateway: &str,
+        port: u32,
+    ) -> Vec<Route> {
         let vs_ns = vs_res.namespace();
         let vs_id = format!("{vs_ns}/{}", vs_res.metadata.name);
         let top_gateways = effective_gateways(&vs.gateways, vs_ns);
+        let proxy = self.proxy;
         let mut routes = Vec::new();
         for (rule_index, rule) in vs.http.iter().enumerate() {
+            // Istio's TranslateRoute/sourceMatchHTTP: the port must be the listener's;
+            // match-level gateways, when given, decide alone; otherwise sourceLabels and
+            // sourceNamespace must fit the proxy's workload.
             let applies = |m: &HttpMatchRequest| -> bool {
-                let gws = if m.gateways.is_empty() { top_gateways.clone() } else { effective_gateways(&m.gateways, vs_ns) };
-                gws.iter().any(|g| g == gateway) && m.port.is_none_or(|p| p == port)
-            };
-            let conditions: Vec<(Option<usize>, Option<&HttpMatchRequest>)> = if rule.matches.is_empty() {
-                if top_gateways.iter().any(|g| g == gateway) {
-                    vec![(None, None)]
-                } else {
-                    vec![]
+                if m.port.is_some_and(|p| p != port) {
+                    return false;
                 }
-            } else {
-                rule.matches
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, m)| applies(m))
-                    .map(|(i, m)| (Some(i), Some(m)))
-                    .collect()
+                if !m.gateways.is_empty() {
+                    return effective_gateways(&m.gateways, vs_ns)
+                        .iter()
+                        .any(|g| g == gateway);
+                }
+                top_gateways.iter().any(|g| g == gateway)
+                    && m.source_labels
+                        .iter()
+                        .all(|(k, v)| proxy.labels.get(k) == Some(v))
+                    && m.source_namespace
+                        .as_deref()
+                        .is_none_or(|ns| ns == proxy.namespace)
             };
+            let conditions: Vec<(Option<usize>, Option<&HttpMatchRequest>)> =
+                if rule.matches.is_empty() {
+                    if top_gateways.iter().any(|g| g == gateway) {
+                        vec![(None, None)]
+                    } else {
+                        vec![]
+                    }
+                } else {
+                    rule.matches
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| applies(m))
+                        .map(|(i, m)| (Some(i), Some(m)))
+                        .collect()
+                };
+            let mut catch_all = rule.matches.is_empty();
             for (match_index, m) in conditions {
                 let matcher = m.map(compile_match).unwrap_or_default();
-                let action = self.action_for(rule, m, vs_ns);
+                let action = self.action_for(rule, m, vs_ns, port);
+                let last = is_catch_all(&matcher);
                 routes.push(Route {
-                    name: rule.name.clone().unwrap_or_else(|| format!("{vs_id}.{rule_index}")),
+                    name: rule
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{vs_id}.{rule_index}")),
                     matcher,
                     action,
                     source: Some(RouteSource {
@@ -515,28 +612,53 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                         origin: vs_res.origin.clone(),
                     }),
                 });
+                if last {
+                    catch_all = true;
+                    break;
+                }
+            }
+            if catch_all {
+                // Istio stops at a catch-all route: "we will never go beyond this match".
+                break;
             }
         }
         routes
     }
 
-    fn action_for(&mut self, rule: &HttpRoute, m: Option<&HttpMatchRequest>, vs_ns: &str) -> RouteAction {
+    fn action_for(
+        &mut self,
+        rule: &HttpRoute,
+        m: Option<&HttpMatchRequest>,
+        vs_ns: &str,
+        listener_port: u32,
+    ) -> RouteAction {
         if let Some(dr) = &rule.direct_response {
-            let body = dr.body.as_ref().and_then(|b| b.string.clone()).unwrap_or_default();
-            return RouteAction::DirectResponse { status: u16::try_from(dr.status).unwrap_or(500), body };
+            let body = dr
+                .body
+                .as_ref()
+                .and_then(|b| b.string.clone())
+                .unwrap_or_default();
+            return RouteAction::DirectResponse {
+                status: u16::try_from(dr.status).unwrap_or(500),
+                body,
+            };
         }
         let mut clusters = Vec::new();
         for d in &rule.route {
             let fqdn = resolve_short_name(&d.destination.host, vs_ns);
             let subset = d.destination.subset.clone().unwrap_or_default();
             let port = d.destination.port.as_ref().and_then(|p| p.number);
+            // Istio's GetDestinationCluster: the destination's port, else the service's
+            // only port, else the listener port.
             let cluster = match self.state.registry.services.get(&fqdn) {
                 Some(svc) => {
-                    let port = port.or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port)).unwrap_or(0);
+                    let port = port
+                        .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port))
+                        .unwrap_or(listener_port);
                     self.cluster_for(svc, port, &subset)
                 }
                 // No such service: a cluster that does not exist (503 NC at request time).
-                None => outbound_cluster_name(port.unwrap_or(0), &subset, &fqdn),
+                None => outbound_cluster_name(port.unwrap_or(listener_port), &subset, &fqdn),
             };
             let weight = match (rule.route.len(), d.weight) {
                 (1, _) => 100,
@@ -546,35 +668,58 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             clusters.push(WeightedCluster { cluster, weight });
         }
         let total_weight = clusters.iter().map(|c| c.weight).sum();
-        let uri_rewrite = rule.rewrite.as_ref().and_then(|r| r.uri.clone()).map(|replacement| {
-            let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
-                None => Some("/".to_string()),
-                Some(StringMatch { prefix: Some(p), .. }) => Some(p.clone()),
-                Some(_) => None,
-            };
-            UriRewrite { matched_prefix, replacement }
-        });
+        let uri_rewrite = rule
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.uri.clone())
+            .map(|replacement| {
+                let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
+                    None => Some("/".to_string()),
+                    Some(StringMatch {
+                        prefix: Some(p), ..
+                    }) => Some(p.clone()),
+                    Some(_) => None,
+                };
+                UriRewrite {
+                    matched_prefix,
+                    replacement,
+                }
+            });
         RouteAction::Forward(ForwardAction {
             clusters,
             total_weight,
             uri_rewrite,
             authority_rewrite: rule.rewrite.as_ref().and_then(|r| r.authority.clone()),
-            timeout: rule.timeout.as_deref().and_then(parse_duration).filter(|d| !d.is_zero()),
+            timeout: rule
+                .timeout
+                .as_deref()
+                .and_then(parse_duration)
+                .filter(|d| !d.is_zero()),
         })
     }
 }
 
 fn compile_string_match(m: &StringMatch, lowercase: bool) -> Option<StrMatcher> {
-    let fold = |s: &String| if lowercase { s.to_ascii_lowercase() } else { s.clone() };
+    let fold = |s: &String| {
+        if lowercase {
+            s.to_ascii_lowercase()
+        } else {
+            s.clone()
+        }
+    };
     if let Some(e) = &m.exact {
         Some(StrMatcher::Exact(fold(e)))
     } else if let Some(p) = &m.prefix {
         Some(StrMatcher::Prefix(fold(p)))
     } else if let Some(r) = &m.regex {
-        let pattern = if lowercase { format!("(?i)^(?:{r})$") } else { format!("^(?:{r})$") };
+        // Envoy ignores `case_sensitive` for `safe_regex`: Istio's ignoreUriCase applies
+        // to exact and prefix matches only.
+        let pattern = format!("^(?:{r})$");
         // Validation rejects bad regexes before they reach here; a pattern that still
         // fails to compile matches nothing rather than everything.
-        Some(StrMatcher::Regex(Regex::new(&pattern).unwrap_or_else(|_| never_matches())))
+        Some(StrMatcher::Regex(
+            Regex::new(&pattern).unwrap_or_else(|_| never_matches()),
+        ))
     } else {
         None
     }
@@ -585,6 +730,15 @@ fn never_matches() -> Regex {
     Regex::new(r"[^\s\S]").unwrap_or_else(|_| unreachable!("constant pattern"))
 }
 
+/// Istio's canBeConvertedToPresentMatch: an empty StringMatch or the regex `*` is a
+/// presence match (`None`).
+fn presence_or_match(m: &StringMatch) -> Option<StrMatcher> {
+    if m.regex.as_deref() == Some("*") {
+        return None;
+    }
+    compile_string_match(m, false)
+}
+
 /// Compiles one `HTTPMatchRequest`.
 pub fn compile_match(m: &HttpMatchRequest) -> RouteMatch {
     let ignore_case = m.ignore_uri_case.unwrap_or(false);
@@ -593,28 +747,63 @@ pub fn compile_match(m: &HttpMatchRequest) -> RouteMatch {
         .iter()
         .map(|(name, v)| HeaderCondition {
             name: name.to_ascii_lowercase(),
-            value: compile_string_match(v, false),
+            value: presence_or_match(v),
             invert: false,
         })
         .collect();
     headers.extend(m.without_headers.iter().map(|(name, v)| HeaderCondition {
         name: name.to_ascii_lowercase(),
-        value: compile_string_match(v, false),
+        value: presence_or_match(v),
         invert: true,
     }));
     RouteMatch {
-        uri: m.uri.as_ref().and_then(|u| compile_string_match(u, ignore_case)),
+        uri: m
+            .uri
+            .as_ref()
+            .and_then(|u| compile_string_match(u, ignore_case)),
         ignore_uri_case: ignore_case,
-        scheme: m.scheme.as_ref().and_then(|s| compile_string_match(s, false)),
-        method: m.method.as_ref().and_then(|s| compile_string_match(s, false)),
-        authority: m.authority.as_ref().and_then(|s| compile_string_match(s, false)),
+        scheme: m
+            .scheme
+            .as_ref()
+            .and_then(|s| compile_string_match(s, false)),
+        method: m
+            .method
+            .as_ref()
+            .and_then(|s| compile_string_match(s, false)),
+        authority: m
+            .authority
+            .as_ref()
+            .and_then(|s| compile_string_match(s, false)),
         headers,
+        // A presence match is an empty prefix: the parameter must be there, with any value.
         query_params: m
             .query_params
             .iter()
-            .filter_map(|(k, v)| compile_string_match(v, false).map(|c| (k.clone(), c)))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    presence_or_match(v).unwrap_or_else(|| StrMatcher::Prefix(String::new())),
+                )
+            })
             .collect(),
     }
+}
+
+/// Istio's IsCatchAllRoute: path prefix `/` (or regex `.*`) with no header, method,
+/// authority, scheme or query condition.
+fn is_catch_all(m: &RouteMatch) -> bool {
+    let any_path = match &m.uri {
+        None => true,
+        Some(StrMatcher::Prefix(p)) => p == "/",
+        Some(StrMatcher::Regex(r)) => r.as_str() == "^(?:.*)$",
+        Some(StrMatcher::Exact(_)) => false,
+    };
+    any_path
+        && m.scheme.is_none()
+        && m.method.is_none()
+        && m.authority.is_none()
+        && m.headers.is_empty()
+        && m.query_params.is_empty()
 }
 
 /// Parses a protobuf-style duration (`1s`, `500ms`, `1.5s`, `2m`, `1h`, `100us`).

@@ -37,7 +37,11 @@ pub enum Protocol {
 impl Protocol {
     /// Istio's protocol selection: explicit protocol, else `appProtocol`, else the port
     /// name prefix (`http-...`), else HTTP (meshbox treats sniffed ports as HTTP).
-    pub fn select(protocol: Option<&str>, app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
+    pub fn select(
+        protocol: Option<&str>,
+        app_protocol: Option<&str>,
+        name: Option<&str>,
+    ) -> Protocol {
         let from = |s: &str| -> Option<Protocol> {
             let lower = s.to_ascii_lowercase();
             let head = lower.split(['-', '_']).next().unwrap_or("");
@@ -49,7 +53,16 @@ impl Protocol {
                 _ => None,
             }
         };
-        if let Some(p) = protocol.and_then(|p| if p.eq_ignore_ascii_case("TCP") || p.eq_ignore_ascii_case("UDP") || p.eq_ignore_ascii_case("SCTP") { None } else { from(p) }) {
+        if let Some(p) = protocol.and_then(|p| {
+            if p.eq_ignore_ascii_case("TCP")
+                || p.eq_ignore_ascii_case("UDP")
+                || p.eq_ignore_ascii_case("SCTP")
+            {
+                None
+            } else {
+                from(p)
+            }
+        }) {
             return p;
         }
         app_protocol
@@ -136,7 +149,13 @@ impl Registry {
                     name: name.to_string(),
                     port: *port,
                     target: TargetPort::Number(*target),
-                    protocol: if *port == 443 { Protocol::Https } else if *port == 15021 { Protocol::Tcp } else { Protocol::Http },
+                    protocol: if *port == 443 {
+                        Protocol::Https
+                    } else if *port == 15021 {
+                        Protocol::Tcp
+                    } else {
+                        Protocol::Http
+                    },
                 })
                 .collect();
             services.insert(
@@ -146,12 +165,16 @@ impl Registry {
                     namespace: gw.namespace.clone(),
                     defined_by: format!("Service/{}/{} (installed gateway)", gw.namespace, gw.name),
                     ports,
-                    source: ServiceSource::Kubernetes { selector: gw.labels.clone() },
+                    source: ServiceSource::Kubernetes {
+                        selector: gw.labels.clone(),
+                    },
                 },
             );
         }
         for r in store.of_kind(Kind::Service) {
-            let Spec::Service(spec) = &r.spec else { continue };
+            let Spec::Service(spec) = &r.spec else {
+                continue;
+            };
             let hostname = format!("{}.{}.{}", r.metadata.name, r.namespace(), DOMAIN_SUFFIX);
             let ports = spec
                 .ports
@@ -177,12 +200,16 @@ impl Registry {
                     namespace: r.namespace().to_string(),
                     defined_by: format!("Service/{}/{}", r.namespace(), r.metadata.name),
                     ports,
-                    source: ServiceSource::Kubernetes { selector: spec.selector.clone() },
+                    source: ServiceSource::Kubernetes {
+                        selector: spec.selector.clone(),
+                    },
                 },
             );
         }
         for r in store.of_kind(Kind::ServiceEntry) {
-            let Spec::ServiceEntry(spec) = &r.spec else { continue };
+            let Spec::ServiceEntry(spec) = &r.spec else {
+                continue;
+            };
             let resolution = match spec.resolution.as_deref() {
                 Some("STATIC") => Resolution::Static,
                 Some("DNS") => Resolution::Dns,
@@ -211,7 +238,11 @@ impl Registry {
                     source: ServiceSource::External {
                         resolution,
                         mesh_external,
-                        endpoints: spec.endpoints.iter().filter_map(|e| e.address.clone()).collect(),
+                        endpoints: spec
+                            .endpoints
+                            .iter()
+                            .filter_map(|e| e.address.clone())
+                            .collect(),
                     },
                 });
             }
@@ -253,16 +284,28 @@ mod tests {
             resolve_short_name("producer-internal-host", "dev-service-mesh"),
             "producer-internal-host.dev-service-mesh.svc.cluster.local"
         );
-        assert_eq!(resolve_short_name("worldtimeapi.org", "x"), "worldtimeapi.org");
+        assert_eq!(
+            resolve_short_name("worldtimeapi.org", "x"),
+            "worldtimeapi.org"
+        );
         assert_eq!(resolve_short_name("Reviews.Other", "x"), "reviews.other");
     }
 
     #[test]
     fn protocol_from_port_name() {
-        assert_eq!(Protocol::select(None, None, Some("http-80")), Protocol::Http);
+        assert_eq!(
+            Protocol::select(None, None, Some("http-80")),
+            Protocol::Http
+        );
         assert_eq!(Protocol::select(None, None, Some("tcp-db")), Protocol::Tcp);
-        assert_eq!(Protocol::select(Some("TLS"), None, Some("x")), Protocol::Tls);
-        assert_eq!(Protocol::select(Some("TCP"), Some("http"), None), Protocol::Http);
+        assert_eq!(
+            Protocol::select(Some("TLS"), None, Some("x")),
+            Protocol::Tls
+        );
+        assert_eq!(
+            Protocol::select(Some("TCP"), Some("http"), None),
+            Protocol::Http
+        );
         assert_eq!(Protocol::select(None, None, None), Protocol::Http);
     }
 }

@@ -81,7 +81,7 @@ impl RouteTable {
                 }
             }
         }
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         RouteTable {
             name,
             virtual_hosts,
@@ -111,7 +111,9 @@ impl RouteTable {
             .or_else(|| {
                 self.suffixes
                     .iter()
-                    .find(|(suffix, _)| without_port.ends_with(suffix.as_str()) && without_port.len() > suffix.len())
+                    .find(|(suffix, _)| {
+                        without_port.ends_with(suffix.as_str()) && without_port.len() > suffix.len()
+                    })
                     .map(|(_, i)| *i)
             })
             .or(self.catch_all)?;
@@ -265,24 +267,40 @@ impl RouteMatch {
     pub fn explain_mismatch(&self, req: &RequestView<'_>) -> Option<String> {
         if let Some(uri) = &self.uri {
             let path = req.path();
-            let ok = if self.ignore_uri_case { uri.matches_ignore_case(path) } else { uri.matches(path) };
+            let ok = if self.ignore_uri_case {
+                uri.matches_ignore_case(path)
+            } else {
+                uri.matches(path)
+            };
             if !ok {
                 return Some(format!("uri {path:?} does not match {}", describe(uri)));
             }
         }
         if let Some(m) = &self.scheme {
             if !m.matches(req.scheme) {
-                return Some(format!("scheme {:?} does not match {}", req.scheme, describe(m)));
+                return Some(format!(
+                    "scheme {:?} does not match {}",
+                    req.scheme,
+                    describe(m)
+                ));
             }
         }
         if let Some(m) = &self.method {
             if !m.matches(req.method) {
-                return Some(format!("method {:?} does not match {}", req.method, describe(m)));
+                return Some(format!(
+                    "method {:?} does not match {}",
+                    req.method,
+                    describe(m)
+                ));
             }
         }
         if let Some(m) = &self.authority {
             if !m.matches(req.authority) {
-                return Some(format!("authority {:?} does not match {}", req.authority, describe(m)));
+                return Some(format!(
+                    "authority {:?} does not match {}",
+                    req.authority,
+                    describe(m)
+                ));
             }
         }
         for h in &self.headers {
@@ -290,11 +308,17 @@ impl RouteMatch {
             let holds = match (&h.value, value) {
                 (None, Some(_)) => true,
                 (Some(m), Some(v)) => m.matches(v),
+                // Istio sets Envoy's `treat_missing_header_as_empty` on withoutHeaders
+                // value matchers: a missing header is matched as "".
+                (Some(m), None) if h.invert => m.matches(""),
                 (_, None) => false,
             };
             if holds == h.invert {
                 return Some(if h.invert {
-                    format!("header {} is present and matches (withoutHeaders)", h.name)
+                    format!(
+                        "header {} matches (withoutHeaders; a missing header counts as empty)",
+                        h.name
+                    )
                 } else {
                     match value {
                         None => format!("header {} is absent", h.name),
@@ -357,7 +381,10 @@ impl UriRewrite {
             None => (path_and_query, None),
         };
         let new_path = match &self.matched_prefix {
-            Some(prefix) if path.len() >= prefix.len() && path[..prefix.len()].eq_ignore_ascii_case(prefix) => {
+            Some(prefix)
+                if path.len() >= prefix.len()
+                    && path[..prefix.len()].eq_ignore_ascii_case(prefix) =>
+            {
                 format!("{}{}", self.replacement, &path[prefix.len()..])
             }
             _ => self.replacement.clone(),
@@ -472,12 +499,21 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_query_and_replaces_prefix() {
-        let exact = UriRewrite { matched_prefix: None, replacement: "/".into() };
+        let exact = UriRewrite {
+            matched_prefix: None,
+            replacement: "/".into(),
+        };
         assert_eq!(exact.apply("/service-a"), "/");
         assert_eq!(exact.apply("/service-a?x=1"), "/?x=1");
-        let prefix = UriRewrite { matched_prefix: Some("/api".into()), replacement: "/v2".into() };
+        let prefix = UriRewrite {
+            matched_prefix: Some("/api".into()),
+            replacement: "/v2".into(),
+        };
         assert_eq!(prefix.apply("/api/items?q"), "/v2/items?q");
-        let root = UriRewrite { matched_prefix: Some("/".into()), replacement: "/v2/".into() };
+        let root = UriRewrite {
+            matched_prefix: Some("/".into()),
+            replacement: "/v2/".into(),
+        };
         assert_eq!(root.apply("/foo"), "/v2/foo");
     }
 
@@ -493,15 +529,23 @@ mod tests {
     fn weighted_pick_respects_weights() {
         let f = ForwardAction {
             clusters: vec![
-                WeightedCluster { cluster: "a".into(), weight: 10 },
-                WeightedCluster { cluster: "b".into(), weight: 90 },
+                WeightedCluster {
+                    cluster: "a".into(),
+                    weight: 10,
+                },
+                WeightedCluster {
+                    cluster: "b".into(),
+                    weight: 90,
+                },
             ],
             total_weight: 100,
             uri_rewrite: None,
             authority_rewrite: None,
             timeout: None,
         };
-        let a = (0..1000u64).filter(|i| f.pick(*i).map(|c| c.cluster.as_str()) == Some("a")).count();
+        let a = (0..1000u64)
+            .filter(|i| f.pick(*i).map(|c| c.cluster.as_str()) == Some("a"))
+            .count();
         assert_eq!(a, 100);
     }
 }

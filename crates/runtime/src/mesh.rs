@@ -1,0 +1,644 @@
+//! The local mesh: applied config, the gateways and the pods (sidecar proxy and
+//! containers) it runs, and the reconcile step that follows every change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use meshbox_config::mesh::parse_set_flags;
+use meshbox_config::{
+    load_sources, GatewayComponent, Kind, LoadError, LoadErrors, LoadOptions, MeshOptions, Resource, Source, Spec, Store,
+};
+use meshbox_proxy::{AccessLogSink, Encoding, ListenerRole, Proxy, ProxySettings, Resolver};
+use meshbox_routing::{MeshState, WorkloadInstance};
+
+use crate::images::{ImageMap, LocalCommand};
+use crate::paths::log_file;
+use crate::supervisor::{ContainerState, ProcessSpec, Supervised};
+
+/// Settings fixed for the life of a mesh.
+pub struct MeshSettings {
+    /// State directory (logs, socket).
+    pub dir: PathBuf,
+    /// Namespace for objects that name none.
+    pub default_namespace: String,
+    /// `--set` flags.
+    pub set_flags: Vec<String>,
+    pub images: ImageMap,
+    pub resolver: Arc<Resolver>,
+    /// Port for the ingress gateway's HTTP port 80 (0: any free port).
+    pub ingress_port: u16,
+    /// Seed for the proxies' weighted choices.
+    pub seed: u64,
+    /// The meshbox executable, which runs the built-in apps.
+    pub exe: PathBuf,
+}
+
+/// One running pod (a Deployment replica or a gateway).
+struct Pod {
+    instance: WorkloadInstance,
+    /// Deployment or gateway name.
+    owner: String,
+    template_hash: String,
+    gateway: Option<GatewayComponent>,
+    proxy: Arc<Proxy>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+    containers: Vec<(String, Supervised)>,
+    /// Environment of the app containers (what `exec` reproduces).
+    env: Vec<(String, String)>,
+    /// Service ports of a gateway: (container port, service port).
+    gateway_ports: Vec<(u32, u32)>,
+    created: Instant,
+    log_writer: tokio::task::JoinHandle<()>,
+}
+
+/// The mesh.
+pub struct Mesh {
+    settings: MeshSettings,
+    store: Store,
+    options: MeshOptions,
+    pods: BTreeMap<(String, String), Pod>,
+    pod_counter: u64,
+}
+
+/// An object that could not be applied, with where it came from.
+fn object_error(r: &Resource, field: &str, message: String) -> LoadError {
+    LoadError {
+        file: r.origin.file.clone(),
+        document: Some(r.origin.document),
+        object: Some(format!("{}/{}", r.kind, r.metadata.name)),
+        field: Some(field.to_string()),
+        line: Some(r.origin.line),
+        column: None,
+        message,
+    }
+}
+
+impl Mesh {
+    /// An empty mesh with the install options from `--set`.
+    pub fn new(settings: MeshSettings) -> Result<Mesh, String> {
+        let options = compute_options(&Store::new(), &settings.set_flags)?;
+        Ok(Mesh { settings, store: Store::new(), options, pods: BTreeMap::new(), pod_counter: 0 })
+    }
+
+    /// The install options in force.
+    pub fn options(&self) -> &MeshOptions {
+        &self.options
+    }
+
+    /// The address of the ingress gateway's port 80, once running.
+    pub fn ingress_address(&self) -> Option<SocketAddr> {
+        self.pods.values().find_map(|p| {
+            let gw = p.gateway.as_ref()?;
+            if gw.role != meshbox_config::GatewayRole::Ingress {
+                return None;
+            }
+            p.instance.inbound.get(&8080).copied()
+        })
+    }
+
+    /// The apps' addresses, to wait for at startup.
+    pub fn app_addresses(&self) -> Vec<(String, SocketAddr)> {
+        let mut out = Vec::new();
+        for p in self.pods.values().filter(|p| p.gateway.is_none()) {
+            for (k, v) in &p.env {
+                if k == "PORT" {
+                    if let Ok(port) = v.parse::<u16>() {
+                        out.push((p.instance.name.clone(), SocketAddr::from(([127, 0, 0, 1], port))));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `apply`: all objects or none; then the mesh follows.
+    pub async fn apply(&mut self, sources: &[Source], namespace: Option<String>) -> Result<String, String> {
+        let opts = self.load_options(namespace);
+        let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
+        let mut errors = Vec::new();
+        for r in &resources {
+            if let Spec::Deployment(d) = &r.spec {
+                for (i, c) in d.template.spec.containers.iter().enumerate() {
+                    if let Err(e) = self.settings.images.resolve(c.image.as_deref(), &c.command, &c.args) {
+                        errors.push(object_error(r, &format!("spec.template.spec.containers[{i}].image"), e));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors).to_string());
+        }
+        let mut next = self.store.clone();
+        let outcomes = next.apply(resources);
+        let options = compute_options(&next, &self.settings.set_flags)?;
+        self.store = next;
+        self.options = options;
+        self.reconcile().await;
+        Ok(outcomes
+            .iter()
+            .map(|(k, a)| format!("{}/{} {}\n", k.kind.resource_name(), k.name, a.as_str()))
+            .collect())
+    }
+
+    /// `apply` with image mappings that came with the manifests; the mappings are kept
+    /// only if the apply succeeds.
+    pub async fn apply_with_images(&mut self, sources: &[Source], namespace: Option<String>, images: &[Source]) -> Result<String, String> {
+        let previous = self.settings.images.clone();
+        for f in images {
+            if let Err(e) = self.settings.images.load_text(Path::new(&f.name), &f.text) {
+                self.settings.images = previous;
+                return Err(e);
+            }
+        }
+        let result = self.apply(sources, namespace).await;
+        if result.is_err() {
+            self.settings.images = previous;
+        }
+        result
+    }
+
+    /// `delete -f`: removes the objects the files define.
+    pub async fn delete(&mut self, sources: &[Source], namespace: Option<String>) -> Result<String, String> {
+        let opts = self.load_options(namespace);
+        let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
+        let mut next = self.store.clone();
+        let mut out = String::new();
+        let mut missing = String::new();
+        for r in resources {
+            let key = r.key();
+            match next.delete(&key) {
+                Some(_) => out.push_str(&format!("{}/{} deleted\n", key.kind.resource_name(), key.name)),
+                None => missing.push_str(&format!(
+                    "Error from server (NotFound): {} {:?} not found in namespace {:?}\n",
+                    key.kind.resource_name(),
+                    key.name,
+                    key.namespace
+                )),
+            }
+        }
+        let options = compute_options(&next, &self.settings.set_flags)?;
+        self.store = next;
+        self.options = options;
+        self.reconcile().await;
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(format!("{out}{missing}"))
+        }
+    }
+
+    /// `install --set ...`: replaces the install flags and reconciles.
+    pub async fn install(&mut self, set: Vec<String>) -> Result<String, String> {
+        let options = compute_options(&self.store, &set)?;
+        self.settings.set_flags = set;
+        self.options = options;
+        self.reconcile().await;
+        Ok(format!(
+            "✔ Installation complete: outboundTrafficPolicy {:?}, accessLogFile {:?}, gateways: {}\n",
+            self.options.outbound_policy,
+            self.options.access_log_file,
+            self.options.enabled_gateways().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+
+    fn load_options(&self, namespace: Option<String>) -> LoadOptions {
+        LoadOptions {
+            namespace_explicit: namespace.is_some(),
+            namespace: namespace.unwrap_or_else(|| self.settings.default_namespace.clone()),
+        }
+    }
+
+    /// The applied objects.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Makes the running pods and gateways match the config, then pushes new tables
+    /// to every proxy; pods that go away are stopped only after no table routes to them.
+    pub async fn reconcile(&mut self) {
+        let mut retired: Vec<Pod> = Vec::new();
+        // Gateways.
+        let wanted: Vec<GatewayComponent> = self.options.enabled_gateways().cloned().collect();
+        let wanted_names: BTreeSet<(String, String)> = wanted.iter().map(|g| (g.namespace.clone(), g.name.clone())).collect();
+        let stale: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| match &p.gateway {
+                Some(g) => !wanted_names.contains(&(g.namespace.clone(), g.name.clone())) || Some(g) != wanted.iter().find(|w| w.name == g.name && w.namespace == g.namespace),
+                None => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(p) = self.pods.remove(&k) {
+                retired.push(p);
+            }
+        }
+        for gw in &wanted {
+            let exists = self.pods.values().any(|p| p.gateway.as_ref() == Some(gw));
+            if !exists {
+                match self.start_gateway(gw).await {
+                    Ok(pod) => {
+                        self.pods.insert((pod.instance.namespace.clone(), pod.instance.name.clone()), pod);
+                    }
+                    Err(e) => tracing::error!("cannot start gateway {}: {e}", gw.name),
+                }
+            }
+        }
+        // Deployments.
+        let deployments: Vec<Resource> = self.store.of_kind(Kind::Deployment).cloned().collect();
+        let mut owned: BTreeSet<(String, String)> = BTreeSet::new();
+        for d in &deployments {
+            let Spec::Deployment(spec) = &d.spec else { continue };
+            let ns = d.namespace().to_string();
+            let hash = template_hash(&spec.template);
+            let replicas = spec.replicas.unwrap_or(1) as usize;
+            let mut current: Vec<(String, String)> = self
+                .pods
+                .iter()
+                .filter(|(_, p)| p.gateway.is_none() && p.owner == d.metadata.name && p.instance.namespace == ns && p.template_hash == hash)
+                .map(|(k, _)| k.clone())
+                .collect();
+            while current.len() > replicas {
+                if let Some(k) = current.pop() {
+                    if let Some(p) = self.pods.remove(&k) {
+                        retired.push(p);
+                    }
+                }
+            }
+            for _ in current.len()..replicas {
+                match self.start_pod(d, &hash).await {
+                    Ok(pod) => {
+                        let key = (pod.instance.namespace.clone(), pod.instance.name.clone());
+                        current.push(key.clone());
+                        self.pods.insert(key, pod);
+                    }
+                    Err(e) => tracing::error!("cannot start a pod of {}: {e}", d.metadata.name),
+                }
+            }
+            owned.extend(current);
+        }
+        let orphaned: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(k, p)| p.gateway.is_none() && !owned.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in orphaned {
+            if let Some(p) = self.pods.remove(&k) {
+                retired.push(p);
+            }
+        }
+        self.push_tables();
+        for pod in retired {
+            stop_pod(pod).await;
+        }
+    }
+
+    /// Builds and swaps in every proxy's tables.
+    fn push_tables(&self) {
+        let workloads: Vec<WorkloadInstance> = self.pods.values().map(|p| p.instance.clone()).collect();
+        let state = MeshState::new(&self.store, &self.options, &workloads);
+        for pod in self.pods.values() {
+            let tables = if pod.gateway.is_some() {
+                state.gateway_tables(&pod.instance, &pod.gateway_ports)
+            } else {
+                state.sidecar_tables(&pod.instance)
+            };
+            pod.proxy.update(tables);
+        }
+    }
+
+    fn next_suffix(&mut self) -> String {
+        self.pod_counter += 1;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.settings.seed, self.pod_counter, std::process::id()).hash(&mut h);
+        let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut v = h.finish();
+        (0..5)
+            .map(|_| {
+                let c = alphabet[(v % alphabet.len() as u64) as usize] as char;
+                v /= alphabet.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    fn make_proxy(&self, pod: &str, namespace: &str) -> (Arc<Proxy>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<String>(8192);
+        let echo = self.options.access_log_file == "/dev/stdout" || self.options.access_log_file == "/dev/stderr";
+        let writer = tokio::spawn(write_logs(
+            rx,
+            log_file(&self.settings.dir, namespace, pod, "istio-proxy"),
+            echo.then(|| format!("[{namespace}/{pod} istio-proxy] ")),
+            match self.options.access_log_file.as_str() {
+                "" | "/dev/stdout" | "/dev/stderr" => None,
+                other => Some(PathBuf::from(other)),
+            },
+        ));
+        let access_log: Option<(Arc<dyn AccessLogSink>, Encoding)> = if self.options.access_log_file.is_empty() {
+            None
+        } else {
+            let encoding = if self.options.access_log_encoding == "JSON" { Encoding::Json } else { Encoding::Text };
+            Some((Arc::new(ChannelSink(tx)), encoding))
+        };
+        let settings = ProxySettings {
+            name: pod.to_string(),
+            resolver: self.settings.resolver.clone(),
+            access_log,
+            seed: self.settings.seed ^ self.pod_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        };
+        let workloads: Vec<WorkloadInstance> = Vec::new();
+        let empty = MeshState::new(&self.store, &self.options, &workloads).sidecar_tables(&WorkloadInstance {
+            name: pod.to_string(),
+            namespace: namespace.to_string(),
+            labels: Default::default(),
+            inbound: Default::default(),
+            named_ports: Default::default(),
+        });
+        (Proxy::new(settings, empty), writer)
+    }
+
+    async fn start_gateway(&mut self, gw: &GatewayComponent) -> std::io::Result<Pod> {
+        let name = format!("{}-{}-{}", gw.name, short_hash(&gw.name), self.next_suffix());
+        let (proxy, log_writer) = self.make_proxy(&name, &gw.namespace);
+        let mut inbound = BTreeMap::new();
+        let mut listeners = Vec::new();
+        let mut gateway_ports = Vec::new();
+        for (_, port, target) in gw.service_ports() {
+            if *port == 15021 {
+                continue; // the status port is Istio's health check; nothing routes there
+            }
+            let want = if gw.role == meshbox_config::GatewayRole::Ingress && *port == 80 { self.settings.ingress_port } else { 0 };
+            let listener = TcpListener::bind(("127.0.0.1", want)).await?;
+            inbound.insert(*target, listener.local_addr()?);
+            gateway_ports.push((*target, *port));
+            listeners.push(tokio::spawn(proxy.clone().serve(listener, ListenerRole::Gateway { service_port: *port })));
+        }
+        let mut labels = gw.labels.clone();
+        labels.insert("service.istio.io/canonical-name".into(), gw.name.clone());
+        Ok(Pod {
+            instance: WorkloadInstance { name, namespace: gw.namespace.clone(), labels, inbound, named_ports: BTreeMap::new() },
+            owner: gw.name.clone(),
+            template_hash: String::new(),
+            gateway: Some(gw.clone()),
+            proxy,
+            listeners,
+            containers: Vec::new(),
+            env: Vec::new(),
+            gateway_ports,
+            created: Instant::now(),
+            log_writer,
+        })
+    }
+
+    async fn start_pod(&mut self, d: &Resource, hash: &str) -> std::io::Result<Pod> {
+        let Spec::Deployment(spec) = &d.spec else {
+            return Err(std::io::Error::other("not a deployment"));
+        };
+        let ns = d.namespace().to_string();
+        let name = format!("{}-{}-{}", d.metadata.name, hash, self.next_suffix());
+        let (proxy, log_writer) = self.make_proxy(&name, &ns);
+        let outbound_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let outbound = outbound_listener.local_addr()?;
+        let mut listeners = vec![tokio::spawn(proxy.clone().serve(outbound_listener, ListenerRole::SidecarOutbound))];
+        let mut inbound = BTreeMap::new();
+        let mut named_ports = BTreeMap::new();
+        let mut containers = Vec::new();
+        let mut pod_env = Vec::new();
+        for c in &spec.template.spec.containers {
+            let mut env: Vec<(String, String)> = Vec::new();
+            let mut first = true;
+            for p in &c.ports {
+                // The app listens on a free loopback port; the sidecar's inbound
+                // listener stands for the container port, as a pod IP would.
+                let app_port = free_port().await?;
+                let app = SocketAddr::from(([127, 0, 0, 1], app_port));
+                let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+                inbound.insert(p.container_port, listener.local_addr()?);
+                if let Some(n) = &p.name {
+                    named_ports.insert(n.clone(), p.container_port);
+                }
+                listeners.push(tokio::spawn(
+                    proxy.clone().serve(listener, ListenerRole::SidecarInbound { port: p.container_port, app }),
+                ));
+                if first {
+                    env.push(("PORT".into(), app_port.to_string()));
+                    first = false;
+                }
+                env.push((format!("MESHBOX_PORT_{}", p.container_port), app_port.to_string()));
+            }
+            let proxy_url = format!("http://{outbound}");
+            env.extend([
+                ("BIND_ADDRESS".to_string(), "127.0.0.1".to_string()),
+                ("HTTP_PROXY".to_string(), proxy_url.clone()),
+                ("http_proxy".to_string(), proxy_url.clone()),
+                ("HTTPS_PROXY".to_string(), proxy_url.clone()),
+                ("https_proxy".to_string(), proxy_url),
+                ("NO_PROXY".to_string(), "localhost,127.0.0.1,::1".to_string()),
+                ("no_proxy".to_string(), "localhost,127.0.0.1,::1".to_string()),
+                ("POD_NAME".to_string(), name.clone()),
+                ("POD_NAMESPACE".to_string(), ns.clone()),
+                ("HOSTNAME".to_string(), name.clone()),
+            ]);
+            for e in &c.env {
+                if let Some(v) = &e.value {
+                    env.push((e.name.clone(), v.clone()));
+                }
+            }
+            let command = self
+                .settings
+                .images
+                .resolve(c.image.as_deref(), &c.command, &c.args)
+                .map_err(std::io::Error::other)?;
+            let (program, args, working_dir) = match command {
+                LocalCommand::App(app) => (self.settings.exe.clone(), vec!["app".to_string(), app], None),
+                LocalCommand::Command { argv, working_dir } => {
+                    let mut it = argv.into_iter();
+                    let program = it.next().map(PathBuf::from).unwrap_or_default();
+                    (program, it.collect(), working_dir)
+                }
+            };
+            let spec = ProcessSpec {
+                program,
+                args,
+                env: env.clone(),
+                working_dir,
+                log_file: log_file(&self.settings.dir, &ns, &name, &c.name),
+            };
+            containers.push((c.name.clone(), Supervised::start(spec)));
+            if pod_env.is_empty() {
+                pod_env = env;
+            }
+        }
+        let mut labels = spec.template.metadata.labels.clone();
+        labels.insert("pod-template-hash".into(), hash.to_string());
+        Ok(Pod {
+            instance: WorkloadInstance { name, namespace: ns, labels, inbound, named_ports },
+            owner: d.metadata.name.clone(),
+            template_hash: hash.to_string(),
+            gateway: None,
+            proxy,
+            listeners,
+            containers,
+            env: pod_env,
+            gateway_ports: Vec::new(),
+            created: Instant::now(),
+            log_writer,
+        })
+    }
+
+    /// Stops every pod and gateway.
+    pub async fn shutdown(&mut self) {
+        let pods: Vec<Pod> = std::mem::take(&mut self.pods).into_values().collect();
+        let stops = pods.into_iter().map(stop_pod);
+        for s in stops {
+            s.await;
+        }
+    }
+
+    /// `get pods` rows.
+    pub fn pod_rows(&self, namespace: Option<&str>) -> Vec<[String; 6]> {
+        self.pods
+            .values()
+            .filter(|p| namespace.is_none_or(|ns| p.instance.namespace == ns))
+            .map(|p| {
+                let running = p.containers.iter().filter(|(_, c)| c.current_state() == ContainerState::Running).count() + 1;
+                let total = p.containers.len() + 1;
+                let status = p
+                    .containers
+                    .iter()
+                    .map(|(_, c)| c.current_state())
+                    .find(|s| *s != ContainerState::Running)
+                    .map(|s| s.as_str())
+                    .unwrap_or("Running");
+                let restarts: u32 = p.containers.iter().map(|(_, c)| c.restarts.load(std::sync::atomic::Ordering::Relaxed)).sum();
+                let proxy = p
+                    .instance
+                    .inbound
+                    .values()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                [
+                    p.instance.namespace.clone(),
+                    p.instance.name.clone(),
+                    format!("{running}/{total}"),
+                    status.to_string(),
+                    restarts.to_string(),
+                    format!("{} (age {}s)", proxy, p.created.elapsed().as_secs()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Finds a pod by its name or its Deployment's or gateway's name.
+    pub fn locate(&self, name: &str, namespace: Option<&str>) -> Option<crate::control::PodLocation> {
+        let in_ns = |p: &&Pod| namespace.is_none_or(|ns| p.instance.namespace == ns);
+        let pod = self
+            .pods
+            .values()
+            .filter(in_ns)
+            .find(|p| p.instance.name == name)
+            .or_else(|| self.pods.values().filter(in_ns).find(|p| p.owner == name))
+            .or_else(|| self.pods.values().filter(in_ns).find(|p| p.instance.name.starts_with(name)))?;
+        let mut logs = vec![(
+            "istio-proxy".to_string(),
+            log_file(&self.settings.dir, &pod.instance.namespace, &pod.instance.name, "istio-proxy").display().to_string(),
+        )];
+        for (c, _) in &pod.containers {
+            logs.push((c.clone(), log_file(&self.settings.dir, &pod.instance.namespace, &pod.instance.name, c).display().to_string()));
+        }
+        Some(crate::control::PodLocation {
+            name: pod.instance.name.clone(),
+            namespace: pod.instance.namespace.clone(),
+            env: pod.env.clone(),
+            logs,
+        })
+    }
+}
+
+async fn stop_pod(pod: Pod) {
+    for l in &pod.listeners {
+        l.abort();
+    }
+    for (_, c) in pod.containers {
+        c.stop().await;
+    }
+    drop(pod.proxy);
+    pod.log_writer.abort();
+}
+
+/// Default profile ⊕ IstioOperator objects (in creation order) ⊕ `--set` flags.
+fn compute_options(store: &Store, set_flags: &[String]) -> Result<MeshOptions, String> {
+    let mut layers = Vec::new();
+    for r in store.of_kind(Kind::IstioOperator) {
+        if let Spec::IstioOperator(v) = &r.spec {
+            layers.push(v.clone());
+        }
+    }
+    layers.push(parse_set_flags(set_flags)?);
+    MeshOptions::from_layers(&layers)
+}
+
+fn short_hash(s: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    format!("{:010x}", h.finish() & 0xFF_FFFF_FFFF)
+}
+
+/// Kubernetes' pod-template-hash: a stable digest of the pod template.
+fn template_hash(template: &meshbox_config::kube::PodTemplateSpec) -> String {
+    short_hash(&serde_json::to_string(template).unwrap_or_default())
+}
+
+async fn free_port() -> std::io::Result<u16> {
+    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Hands access log lines to the pod's log writer without blocking the request path;
+/// lines are dropped if the writer falls 8192 lines behind.
+struct ChannelSink(mpsc::Sender<String>);
+
+impl AccessLogSink for ChannelSink {
+    fn write_line(&self, line: &str) {
+        let _ = self.0.try_send(line.to_string());
+    }
+}
+
+async fn write_logs(mut rx: mpsc::Receiver<String>, file: PathBuf, echo_prefix: Option<String>, extra: Option<PathBuf>) {
+    async fn open(p: &Path) -> Option<tokio::fs::File> {
+        if let Some(parent) = p.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        tokio::fs::OpenOptions::new().create(true).append(true).open(p).await.ok()
+    }
+    let mut f = open(&file).await;
+    let mut extra_f = match &extra {
+        Some(p) => open(p).await,
+        None => None,
+    };
+    while let Some(line) = rx.recv().await {
+        let text = format!("{line}\n");
+        if let Some(f) = f.as_mut() {
+            let _ = f.write_all(text.as_bytes()).await;
+        }
+        if let Some(f) = extra_f.as_mut() {
+            let _ = f.write_all(text.as_bytes()).await;
+        }
+        if let Some(prefix) = &echo_prefix {
+            let mut out = tokio::io::stdout();
+            let _ = out.write_all(format!("{prefix}{text}").as_bytes()).await;
+            let _ = out.flush().await;
+        }
+    }
+}
