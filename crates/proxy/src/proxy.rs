@@ -267,7 +267,7 @@ impl Proxy {
         entry.upstream_host = outcome.upstream_host;
         entry.upstream_local_address = outcome.upstream_local;
         entry.upstream_cluster = outcome.cluster;
-        entry.route_name = outcome.route;
+        entry.route_name = outcome.route.filter(|r| !r.is_empty());
         entry.upstream_service_time_ms = outcome.service_time_ms;
         entry.upstream_transport_failure_reason = outcome.transport_failure;
         let (mut parts, body) = outcome.response.into_parts();

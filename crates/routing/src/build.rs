@@ -599,10 +599,13 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                 let action = self.action_for(rule, m, vs_ns, port);
                 let last = is_catch_all(&matcher);
                 routes.push(Route {
-                    name: rule
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{vs_id}.{rule_index}")),
+                    // Istio names the Envoy route after the rule, with `.MATCH` when the
+                    // match is named too; an unnamed rule gives an empty name (`-` in logs).
+                    name: match (&rule.name, m.and_then(|m| m.name.as_ref())) {
+                        (Some(r), Some(mn)) => format!("{r}.{mn}"),
+                        (Some(r), None) => r.clone(),
+                        (None, _) => String::new(),
+                    },
                     matcher,
                     action,
                     source: Some(RouteSource {
