@@ -104,10 +104,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHBOX_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHBOX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -125,33 +131,87 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Up { paths, namespace, set, images, resolve, connect_to, stand_in, ingress_port, seed } => {
-            meshbox_runtime::run_up(UpOptions { paths, namespace, set, images, resolve, connect_to, stand_in, ingress_port, seed }).await?;
+        Command::Up {
+            paths,
+            namespace,
+            set,
+            images,
+            resolve,
+            connect_to,
+            stand_in,
+            ingress_port,
+            seed,
+        } => {
+            meshbox_runtime::run_up(UpOptions {
+                paths,
+                namespace,
+                set,
+                images,
+                resolve,
+                connect_to,
+                stand_in,
+                ingress_port,
+                seed,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply { files, namespace } => {
             let sources = read_files(&files)?;
-            let paths: Vec<PathBuf> = files.iter().filter(|f| *f != "-").map(PathBuf::from).collect();
+            let paths: Vec<PathBuf> = files
+                .iter()
+                .filter(|f| *f != "-")
+                .map(PathBuf::from)
+                .collect();
             let mut images = Vec::new();
             for path in meshbox_runtime::images::files_beside(&paths) {
                 let text = std::fs::read_to_string(&path)?;
-                images.push(Source { name: path.display().to_string(), text });
+                images.push(Source {
+                    name: path.display().to_string(),
+                    text,
+                });
             }
-            respond(ControlRequest::Apply { sources, namespace, images }).await
+            respond(ControlRequest::Apply {
+                sources,
+                namespace,
+                images,
+            })
+            .await
         }
         Command::Delete { files, namespace } => {
             let sources = read_files(&files)?;
             respond(ControlRequest::Delete { sources, namespace }).await
         }
-        Command::Get { kind, name, namespace, all_namespaces, output } => {
-            respond(ControlRequest::Get { kind, name, namespace, all_namespaces, output }).await
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            respond(ControlRequest::Get {
+                kind,
+                name,
+                namespace,
+                all_namespaces,
+                output,
+            })
+            .await
         }
         Command::Install { set } => respond(ControlRequest::Install { set }).await,
-        Command::Logs { name, container, namespace } => {
+        Command::Logs {
+            name,
+            container,
+            namespace,
+        } => {
             let pod = locate(name, namespace).await?;
             let Some((_, file)) = pod.logs.iter().find(|(c, _)| *c == container) else {
                 let names: Vec<&str> = pod.logs.iter().map(|(c, _)| c.as_str()).collect();
-                anyhow::bail!("error: container {container:?} is not valid for pod {}; choose one of: {}", pod.name, names.join(", "));
+                anyhow::bail!(
+                    "error: container {container:?} is not valid for pod {}; choose one of: {}",
+                    pod.name,
+                    names.join(", ")
+                );
             };
             match std::fs::read_to_string(file) {
                 Ok(text) => print!("{text}"),
@@ -160,15 +220,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Exec { name, namespace, command } => {
+        Command::Exec {
+            name,
+            namespace,
+            command,
+        } => {
             let pod = locate(name, namespace).await?;
-            let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("error: no command given"))?;
+            let (program, args) = command
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("error: no command given"))?;
             let status = std::process::Command::new(program)
                 .args(args)
                 .envs(pod.env.iter().map(|(k, v)| (k, v)))
                 .status()
                 .map_err(|e| anyhow::anyhow!("error: cannot run {program}: {e}"))?;
-            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
         }
         Command::App { name } => {
             meshbox_apps::main_for(&name).await?;
@@ -177,12 +245,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn locate(name: String, namespace: Option<String>) -> anyhow::Result<meshbox_runtime::PodLocation> {
-    let r = control(ControlRequest::Locate { name, namespace }).await.map_err(anyhow::Error::msg)?;
+async fn locate(
+    name: String,
+    namespace: Option<String>,
+) -> anyhow::Result<meshbox_runtime::PodLocation> {
+    let r = control(ControlRequest::Locate { name, namespace })
+        .await
+        .map_err(anyhow::Error::msg)?;
     if !r.ok {
         anyhow::bail!("{}", r.error);
     }
-    r.pod.ok_or_else(|| anyhow::anyhow!("error: the mesh did not say where the pod is"))
+    r.pod
+        .ok_or_else(|| anyhow::anyhow!("error: the mesh did not say where the pod is"))
 }
 
 async fn respond(request: ControlRequest) -> anyhow::Result<ExitCode> {
@@ -207,7 +281,10 @@ fn read_files(files: &[String]) -> anyhow::Result<Vec<Source>> {
         if f == "-" {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            sources.push(Source { name: "STDIN".into(), text });
+            sources.push(Source {
+                name: "STDIN".into(),
+                text,
+            });
         } else {
             paths.push(PathBuf::from(f));
         }

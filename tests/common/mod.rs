@@ -63,17 +63,33 @@ impl MeshProcess {
                 break url;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("meshbox up exited early with {status}: {:?}", stdout.lock().unwrap());
+                panic!(
+                    "meshbox up exited early with {status}: {:?}",
+                    stdout.lock().unwrap()
+                );
             }
-            assert!(Instant::now() < deadline, "no GATEWAY_URL within 30 s: {:?}", stdout.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no GATEWAY_URL within 30 s: {:?}",
+                stdout.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        MeshProcess { child, home, stdout, gateway_url }
+        MeshProcess {
+            child,
+            home,
+            stdout,
+            gateway_url,
+        }
     }
 
     /// Runs a meshbox subcommand against this mesh.
     pub fn run(&self, args: &[&str]) -> Output {
-        meshbox().args(args).env("MESHBOX_HOME", self.home.path()).output().expect("run meshbox")
+        meshbox()
+            .args(args)
+            .env("MESHBOX_HOME", self.home.path())
+            .output()
+            .expect("run meshbox")
     }
 
     /// Runs a subcommand that must succeed; returns its stdout.
@@ -112,7 +128,10 @@ impl MeshProcess {
             if accept(status, &body) {
                 return (status, body);
             }
-            assert!(Instant::now() < deadline, "GET {path} never gave the expected answer; last: {status} {body:?}");
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never gave the expected answer; last: {status} {body:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -123,14 +142,22 @@ impl MeshProcess {
     }
 
     /// Polls a pod's log until `accept` holds.
-    pub fn wait_for_log(&self, name: &str, namespace: &str, accept: impl Fn(&str) -> bool) -> String {
+    pub fn wait_for_log(
+        &self,
+        name: &str,
+        namespace: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.logs(name, namespace);
             if accept(&log) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log of {name} never matched; it is:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log of {name} never matched; it is:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -142,7 +169,10 @@ impl MeshProcess {
 
 impl Drop for MeshProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -174,14 +204,25 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Strin
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    (status, if chunked { dechunk(body) } else { body.to_string() })
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

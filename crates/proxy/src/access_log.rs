@@ -49,7 +49,9 @@ pub struct AccessLogEntry {
 }
 
 fn dash<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 impl AccessLogEntry {
@@ -132,7 +134,9 @@ mod tests {
     #[test]
     fn text_line_has_istio_field_order() {
         let e = AccessLogEntry {
-            start_time: DateTime::parse_from_rfc3339("2020-11-25T21:26:18.409Z").ok().map(|t| t.with_timezone(&Utc)),
+            start_time: DateTime::parse_from_rfc3339("2020-11-25T21:26:18.409Z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
             method: "GET".into(),
             path: "/status/418".into(),
             protocol: "HTTP/1.1",

@@ -36,7 +36,11 @@ pub struct LoggedBody {
 impl LoggedBody {
     /// Wraps `inner`; `log` is written when the body ends or is dropped.
     pub fn new(inner: ProxyBody, log: Option<PendingLog>) -> LoggedBody {
-        LoggedBody { inner, sent: 0, log }
+        LoggedBody {
+            inner,
+            sent: 0,
+            log,
+        }
     }
 
     fn finish(&mut self) {
@@ -57,7 +61,10 @@ impl Body for LoggedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

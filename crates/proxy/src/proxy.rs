@@ -20,9 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use meshbox_config::OutboundPolicy;
 use meshbox_routing::tables::{ClusterEndpoints, ForwardAction, PASSTHROUGH_CLUSTER};
 use meshbox_routing::{ProxyTables, RequestView, RouteAction};
-use meshbox_config::OutboundPolicy;
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
 use crate::body::{LoggedBody, PendingLog, ProxyBody};
@@ -88,7 +88,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn local(status: StatusCode, body: &str, flags: &'static str, details: &'static str) -> Outcome {
+    fn local(
+        status: StatusCode,
+        body: &str,
+        flags: &'static str,
+        details: &'static str,
+    ) -> Outcome {
         Outcome {
             response: local_reply(status, body),
             flags,
@@ -115,17 +120,27 @@ impl Outcome {
 
 fn local_reply(status: StatusCode, body: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(if body.is_empty() {
-        Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed()
     } else {
-        Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed()
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed()
     });
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     if !body.is_empty() {
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
     }
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    headers.insert(http::header::SERVER, HeaderValue::from_static("istio-envoy"));
+    headers.insert(
+        http::header::SERVER,
+        HeaderValue::from_static("istio-envoy"),
+    );
     resp
 }
 
@@ -197,7 +212,9 @@ impl Proxy {
     /// A pseudo-random number for weighted choices (splitmix64 over a counter:
     /// lock-free, reproducible from the seed).
     fn next_random(&self) -> u64 {
-        let mut z = self.random_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let mut z = self
+            .random_state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -214,14 +231,19 @@ impl Proxy {
         let start = Instant::now();
         let start_time = Utc::now();
         if !req.headers().contains_key("x-request-id") {
-            if let Ok(v) = HeaderValue::from_str(&new_request_id(self.next_random(), self.next_random())) {
+            if let Ok(v) =
+                HeaderValue::from_str(&new_request_id(self.next_random(), self.next_random()))
+            {
                 req.headers_mut().insert("x-request-id", v);
             }
         }
         let authority = request_authority(&req);
         let path = path_and_query(req.uri()).to_string();
         let header = |req: &Request<Incoming>, name: &str| {
-            req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         };
         let mut entry = AccessLogEntry {
             start_time: Some(start_time),
@@ -259,7 +281,10 @@ impl Proxy {
                     .with_route("default")
             }
             ListenerRole::SidecarOutbound => self.route_outbound(req, authority, path).await,
-            ListenerRole::Gateway { service_port } => self.route_at_gateway(req, authority, path, service_port).await,
+            ListenerRole::Gateway { service_port } => {
+                self.route_at_gateway(req, authority, path, service_port)
+                    .await
+            }
         };
         entry.response_code = outcome.response.status().as_u16();
         entry.response_flags = outcome.flags;
@@ -272,7 +297,9 @@ impl Proxy {
         entry.upstream_transport_failure_reason = outcome.transport_failure;
         let (mut parts, body) = outcome.response.into_parts();
         if let Some(t) = entry.upstream_service_time_ms {
-            parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(t));
+            parts
+                .headers
+                .insert("x-envoy-upstream-service-time", HeaderValue::from(t));
         }
         let log = self.access_log.as_ref().map(|(sink, encoding)| PendingLog {
             entry,
@@ -285,41 +312,79 @@ impl Proxy {
     }
 
     /// A workload's outbound request, sent through its sidecar as `HTTP_PROXY`.
-    async fn route_outbound(&self, req: Request<ProxyBody>, authority: Option<String>, path: String) -> Outcome {
+    async fn route_outbound(
+        &self,
+        req: Request<ProxyBody>,
+        authority: Option<String>,
+        path: String,
+    ) -> Outcome {
         if req.method() == Method::CONNECT {
-            return Outcome::local(StatusCode::NOT_IMPLEMENTED, "CONNECT tunnels are not supported by meshbox yet\n", "-", "connect_not_supported");
+            return Outcome::local(
+                StatusCode::NOT_IMPLEMENTED,
+                "CONNECT tunnels are not supported by meshbox yet\n",
+                "-",
+                "connect_not_supported",
+            );
         }
         let Some(authority) = authority else {
-            return Outcome::local(StatusCode::BAD_REQUEST, "missing Host header\n", "-", "missing_host_header");
+            return Outcome::local(
+                StatusCode::BAD_REQUEST,
+                "missing Host header\n",
+                "-",
+                "missing_host_header",
+            );
         };
-        let default_port = if req.uri().scheme_str() == Some("https") { 443 } else { 80 };
+        let default_port = if req.uri().scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
         let (host, port) = split_authority(&authority, default_port);
         let tables = self.tables.load();
         let Some(table) = tables.route_table(u32::from(port)) else {
-            return self.catch_all(req, &host, port, tables.outbound_policy, None).await;
+            return self
+                .catch_all(req, &host, port, tables.outbound_policy, None)
+                .await;
         };
         let Some(vhost) = table.select_virtual_host(&authority) else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
         if vhost.catch_all.is_some() {
             let route = vhost.routes.first().map(|r| r.name.clone());
-            return self.catch_all(req, &host, port, tables.outbound_policy, route).await;
+            return self
+                .catch_all(req, &host, port, tables.outbound_policy, route)
+                .await;
         }
-        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path).await
+        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
+            .await
     }
 
     /// A request arriving at a gateway port.
-    async fn route_at_gateway(&self, req: Request<ProxyBody>, authority: Option<String>, path: String, service_port: u32) -> Outcome {
+    async fn route_at_gateway(
+        &self,
+        req: Request<ProxyBody>,
+        authority: Option<String>,
+        path: String,
+        service_port: u32,
+    ) -> Outcome {
         let Some(authority) = authority else {
-            return Outcome::local(StatusCode::BAD_REQUEST, "missing Host header\n", "-", "missing_host_header");
+            return Outcome::local(
+                StatusCode::BAD_REQUEST,
+                "missing Host header\n",
+                "-",
+                "missing_host_header",
+            );
         };
         let (host, port) = split_authority(&authority, u16::try_from(service_port).unwrap_or(80));
         let tables = self.tables.load();
-        let vhost = tables.route_table(service_port).and_then(|t| t.select_virtual_host(&authority));
+        let vhost = tables
+            .route_table(service_port)
+            .and_then(|t| t.select_virtual_host(&authority));
         let Some(vhost) = vhost else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
-        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path).await
+        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -352,7 +417,10 @@ impl Proxy {
                 "direct_response",
             ),
             RouteAction::Passthrough => self.passthrough(req, host, port, authority).await,
-            RouteAction::Forward(fwd) => self.forward_route(req, tables, fwd, authority, host, port, &path).await,
+            RouteAction::Forward(fwd) => {
+                self.forward_route(req, tables, fwd, authority, host, port, &path)
+                    .await
+            }
         };
         outcome.with_route(&route.name)
     }
@@ -369,10 +437,21 @@ impl Proxy {
         path: &str,
     ) -> Outcome {
         let Some(choice) = fwd.pick(self.next_random()) else {
-            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "", "NC", "cluster_not_found");
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "NC",
+                "cluster_not_found",
+            );
         };
         let Some(cluster) = tables.clusters.get(&choice.cluster) else {
-            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "", "NC", "cluster_not_found").with_cluster(&choice.cluster);
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "NC",
+                "cluster_not_found",
+            )
+            .with_cluster(&choice.cluster);
         };
         let endpoint = match &cluster.endpoints {
             ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
@@ -388,14 +467,21 @@ impl Proxy {
                     }
                 }
             }
-            ClusterEndpoints::OriginalDestination => match self.resolver.resolve(host, port).await {
-                Ok(addrs) => addrs.first().copied(),
-                Err(e) => return dns_failure(&e.host).with_cluster(&cluster.name),
-            },
+            ClusterEndpoints::OriginalDestination => {
+                match self.resolver.resolve(host, port).await {
+                    Ok(addrs) => addrs.first().copied(),
+                    Err(e) => return dns_failure(&e.host).with_cluster(&cluster.name),
+                }
+            }
         };
         let Some(endpoint) = endpoint else {
-            return Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", "UH", "no_healthy_upstream")
-                .with_cluster(&cluster.name);
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+                "UH",
+                "no_healthy_upstream",
+            )
+            .with_cluster(&cluster.name);
         };
         let new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
         if new_path.is_some() {
@@ -404,14 +490,27 @@ impl Proxy {
             }
         }
         let authority = fwd.authority_rewrite.as_deref().unwrap_or(authority);
-        self.forward(req, endpoint, Some(authority), new_path.as_deref(), fwd.timeout)
-            .await
-            .with_cluster(&cluster.name)
+        self.forward(
+            req,
+            endpoint,
+            Some(authority),
+            new_path.as_deref(),
+            fwd.timeout,
+        )
+        .await
+        .with_cluster(&cluster.name)
     }
 
     /// A host the registry does not know: Passthrough (ALLOW_ANY) or BlackHole
     /// (REGISTRY_ONLY), after the name lookup a pod's application would have made.
-    async fn catch_all(&self, req: Request<ProxyBody>, host: &str, port: u16, policy: OutboundPolicy, route: Option<String>) -> Outcome {
+    async fn catch_all(
+        &self,
+        req: Request<ProxyBody>,
+        host: &str,
+        port: u16,
+        policy: OutboundPolicy,
+        route: Option<String>,
+    ) -> Outcome {
         let route = route.unwrap_or_else(|| match policy {
             OutboundPolicy::AllowAny => "allow_any".into(),
             OutboundPolicy::RegistryOnly => "block_all".into(),
@@ -430,11 +529,20 @@ impl Proxy {
         outcome.with_route(&route)
     }
 
-    async fn passthrough(&self, req: Request<ProxyBody>, host: &str, port: u16, authority: &str) -> Outcome {
+    async fn passthrough(
+        &self,
+        req: Request<ProxyBody>,
+        host: &str,
+        port: u16,
+        authority: &str,
+    ) -> Outcome {
         match self.resolver.resolve(host, port).await {
             Err(e) => dns_failure(&e.host).with_cluster(PASSTHROUGH_CLUSTER),
             Ok(addrs) => match addrs.first() {
-                Some(addr) => self.forward(req, *addr, Some(authority), None, None).await.with_cluster(PASSTHROUGH_CLUSTER),
+                Some(addr) => self
+                    .forward(req, *addr, Some(authority), None, None)
+                    .await
+                    .with_cluster(PASSTHROUGH_CLUSTER),
                 None => dns_failure(host).with_cluster(PASSTHROUGH_CLUSTER),
             },
         }
@@ -450,10 +558,24 @@ impl Proxy {
         timeout: Option<Duration>,
     ) -> Outcome {
         let (mut parts, body) = req.into_parts();
-        let path = new_path.unwrap_or_else(|| path_and_query(&parts.uri)).to_string();
-        let uri = match Uri::builder().scheme("http").authority(endpoint.to_string()).path_and_query(path).build() {
+        let path = new_path
+            .unwrap_or_else(|| path_and_query(&parts.uri))
+            .to_string();
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(endpoint.to_string())
+            .path_and_query(path)
+            .build()
+        {
             Ok(u) => u,
-            Err(_) => return Outcome::local(StatusCode::BAD_REQUEST, "invalid request path\n", "-", "invalid_path"),
+            Err(_) => {
+                return Outcome::local(
+                    StatusCode::BAD_REQUEST,
+                    "invalid request path\n",
+                    "-",
+                    "invalid_path",
+                )
+            }
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -464,7 +586,9 @@ impl Proxy {
             }
         }
         if !parts.headers.contains_key("x-forwarded-proto") {
-            parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("http"));
         }
         let upstream_req = Request::from_parts(parts, body);
         let sent_at = Instant::now();
@@ -473,7 +597,12 @@ impl Proxy {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let mut o = Outcome::local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", "UT", "response_timeout");
+                    let mut o = Outcome::local(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                        "UT",
+                        "response_timeout",
+                    );
                     o.upstream_host = Some(endpoint);
                     return o;
                 }
@@ -493,15 +622,25 @@ impl Proxy {
                     upstream_local: info,
                     cluster: None,
                     route: None,
-                    service_time_ms: Some(u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                    service_time_ms: Some(
+                        u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    ),
                     transport_failure: None,
                 }
             }
             Err(e) => {
                 let (flags, details, reason) = if e.is_connect() {
-                    ("UF", "upstream_reset_before_response_started{connection_failure}", "connection failure")
+                    (
+                        "UF",
+                        "upstream_reset_before_response_started{connection_failure}",
+                        "connection failure",
+                    )
                 } else {
-                    ("UC", "upstream_reset_before_response_started{connection_termination}", "connection termination")
+                    (
+                        "UC",
+                        "upstream_reset_before_response_started{connection_termination}",
+                        "connection termination",
+                    )
                 };
                 let body = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
                 let mut o = Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, flags, details);
@@ -516,8 +655,15 @@ impl Proxy {
 /// 503 DF: the name is known neither to the mesh nor to DNS. In a pod, the
 /// application's own lookup would fail; the sidecar says so, naming the host.
 fn dns_failure(host: &str) -> Outcome {
-    let body = format!("DNS resolution failed for {host}: the name is neither a mesh service nor known to DNS");
-    Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, "DF", "dns_resolution_failure")
+    let body = format!(
+        "DNS resolution failed for {host}: the name is neither a mesh service nor known to DNS"
+    );
+    Outcome::local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &body,
+        "DF",
+        "dns_resolution_failure",
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -564,7 +710,10 @@ fn request_authority<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_string());
     }
-    req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
 }
 
 fn path_and_query(uri: &Uri) -> &str {
@@ -611,8 +760,14 @@ mod tests {
 
     #[test]
     fn authority_splits_into_host_and_port() {
-        assert_eq!(split_authority("Producer-Internal-Host", 80), ("producer-internal-host".into(), 80));
-        assert_eq!(split_authority("worldtimeapi.org:8080", 80), ("worldtimeapi.org".into(), 8080));
+        assert_eq!(
+            split_authority("Producer-Internal-Host", 80),
+            ("producer-internal-host".into(), 80)
+        );
+        assert_eq!(
+            split_authority("worldtimeapi.org:8080", 80),
+            ("worldtimeapi.org".into(), 8080)
+        );
         assert_eq!(split_authority("[::1]:81", 80), ("[::1]".into(), 81));
     }
 

@@ -13,36 +13,63 @@ use hickory_resolver::TokioResolver;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Override {
     /// `--resolve HOST:PORT:ADDR`: connections to HOST:PORT go to ADDR:PORT.
-    Resolve { host: String, port: u16, addr: IpAddr },
+    Resolve {
+        host: String,
+        port: u16,
+        addr: IpAddr,
+    },
     /// `--connect-to HOST:PORT:HOST2:PORT2`: connections to HOST:PORT go to HOST2:PORT2.
-    ConnectTo { host: String, port: u16, target_host: String, target_port: u16 },
+    ConnectTo {
+        host: String,
+        port: u16,
+        target_host: String,
+        target_port: u16,
+    },
 }
 
 impl Override {
     /// Parses `HOST:PORT:ADDR` (IPv6 ADDR may be bracketed).
     pub fn parse_resolve(s: &str) -> Result<Override, String> {
         let mut parts = s.splitn(3, ':');
-        let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(format!("--resolve {s:?}: expected HOST:PORT:ADDR"));
         };
-        let port = port.parse().map_err(|_| format!("--resolve {s:?}: bad port {port:?}"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("--resolve {s:?}: bad port {port:?}"))?;
         let addr = addr
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse()
             .map_err(|_| format!("--resolve {s:?}: {addr:?} is not an IP address"))?;
-        Ok(Override::Resolve { host: normalize(host), port, addr })
+        Ok(Override::Resolve {
+            host: normalize(host),
+            port,
+            addr,
+        })
     }
 
     /// Parses `HOST:PORT:HOST2:PORT2`.
     pub fn parse_connect_to(s: &str) -> Result<Override, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let [host, port, target_host, target_port] = parts.as_slice() else {
-            return Err(format!("--connect-to {s:?}: expected HOST:PORT:HOST2:PORT2"));
+            return Err(format!(
+                "--connect-to {s:?}: expected HOST:PORT:HOST2:PORT2"
+            ));
         };
-        let port = port.parse().map_err(|_| format!("--connect-to {s:?}: bad port {port:?}"))?;
-        let target_port = target_port.parse().map_err(|_| format!("--connect-to {s:?}: bad port {target_port:?}"))?;
-        Ok(Override::ConnectTo { host: normalize(host), port, target_host: normalize(target_host), target_port })
+        let port = port
+            .parse()
+            .map_err(|_| format!("--connect-to {s:?}: bad port {port:?}"))?;
+        let target_port = target_port
+            .parse()
+            .map_err(|_| format!("--connect-to {s:?}: bad port {target_port:?}"))?;
+        Ok(Override::ConnectTo {
+            host: normalize(host),
+            port,
+            target_host: normalize(target_host),
+            target_port,
+        })
     }
 }
 
@@ -72,7 +99,8 @@ impl Resolver {
             .into_iter()
             .map(|o| {
                 let key = match &o {
-                    Override::Resolve { host, port, .. } | Override::ConnectTo { host, port, .. } => (host.clone(), *port),
+                    Override::Resolve { host, port, .. }
+                    | Override::ConnectTo { host, port, .. } => (host.clone(), *port),
                 };
                 (key, o)
             })
@@ -87,7 +115,11 @@ impl Resolver {
             }
             Err(e) => (None, Some(e.to_string())),
         };
-        Resolver { overrides: map, dns, dns_error }
+        Resolver {
+            overrides: map,
+            dns,
+            dns_error,
+        }
     }
 
     /// Whether an override names this host (on any port).
@@ -101,7 +133,11 @@ impl Resolver {
         let host_n = normalize(host);
         let (host, port) = match self.overrides.get(&(host_n.clone(), port)) {
             Some(Override::Resolve { addr, .. }) => return Ok(vec![SocketAddr::new(*addr, port)]),
-            Some(Override::ConnectTo { target_host, target_port, .. }) => (target_host.clone(), *target_port),
+            Some(Override::ConnectTo {
+                target_host,
+                target_port,
+                ..
+            }) => (target_host.clone(), *target_port),
             None => (host_n, port),
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -111,19 +147,29 @@ impl Resolver {
         let Some(dns) = &self.dns else {
             return Err(ResolveError {
                 host,
-                reason: self.dns_error.clone().unwrap_or_else(|| "no resolver".into()),
+                reason: self
+                    .dns_error
+                    .clone()
+                    .unwrap_or_else(|| "no resolver".into()),
             });
         };
         match dns.lookup_ip(format!("{host}.")).await {
             Ok(lookup) => {
-                let addrs: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                let addrs: Vec<SocketAddr> =
+                    lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
                 if addrs.is_empty() {
-                    Err(ResolveError { host, reason: "no addresses".into() })
+                    Err(ResolveError {
+                        host,
+                        reason: "no addresses".into(),
+                    })
                 } else {
                     Ok(addrs)
                 }
             }
-            Err(e) => Err(ResolveError { host, reason: e.to_string() }),
+            Err(e) => Err(ResolveError {
+                host,
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -136,21 +182,39 @@ mod tests {
     fn parses_curl_style_overrides() {
         assert_eq!(
             Override::parse_resolve("worldtimeapi.org:80:127.0.0.1").unwrap(),
-            Override::Resolve { host: "worldtimeapi.org".into(), port: 80, addr: "127.0.0.1".parse().unwrap() }
+            Override::Resolve {
+                host: "worldtimeapi.org".into(),
+                port: 80,
+                addr: "127.0.0.1".parse().unwrap()
+            }
         );
         assert!(Override::parse_resolve("x:80").is_err());
         assert_eq!(
             Override::parse_connect_to("WorldTimeAPI.org:80:127.0.0.1:9000").unwrap(),
-            Override::ConnectTo { host: "worldtimeapi.org".into(), port: 80, target_host: "127.0.0.1".into(), target_port: 9000 }
+            Override::ConnectTo {
+                host: "worldtimeapi.org".into(),
+                port: 80,
+                target_host: "127.0.0.1".into(),
+                target_port: 9000
+            }
         );
         assert!(Override::parse_connect_to("a:b:c:d").is_err());
     }
 
     #[tokio::test]
     async fn overrides_win_and_ip_literals_resolve() {
-        let r = Resolver::new(vec![Override::parse_connect_to("worldtimeapi.org:80:127.0.0.1:9000").unwrap()]);
-        assert_eq!(r.resolve("worldtimeapi.org", 80).await.unwrap(), vec!["127.0.0.1:9000".parse().unwrap()]);
-        assert_eq!(r.resolve("127.0.0.2", 81).await.unwrap(), vec!["127.0.0.2:81".parse().unwrap()]);
+        let r = Resolver::new(vec![Override::parse_connect_to(
+            "worldtimeapi.org:80:127.0.0.1:9000",
+        )
+        .unwrap()]);
+        assert_eq!(
+            r.resolve("worldtimeapi.org", 80).await.unwrap(),
+            vec!["127.0.0.1:9000".parse().unwrap()]
+        );
+        assert_eq!(
+            r.resolve("127.0.0.2", 81).await.unwrap(),
+            vec!["127.0.0.2:81".parse().unwrap()]
+        );
         assert!(r.resolve("no-such-host.invalid", 80).await.is_err());
     }
 }

@@ -21,14 +21,26 @@ pub enum ControlRequest {
         images: Vec<Source>,
     },
     /// `meshbox delete -f`.
-    Delete { sources: Vec<Source>, namespace: Option<String> },
+    Delete {
+        sources: Vec<Source>,
+        namespace: Option<String>,
+    },
     /// `meshbox get KIND [NAME]`.
-    Get { kind: String, name: Option<String>, namespace: Option<String>, all_namespaces: bool, output: Option<String> },
+    Get {
+        kind: String,
+        name: Option<String>,
+        namespace: Option<String>,
+        all_namespaces: bool,
+        output: Option<String>,
+    },
     /// `meshbox install --set ...`: replaces the install flags.
     Install { set: Vec<String> },
     /// The environment and pod of a Deployment's first replica (for `exec`) or the
     /// log files of a pod, gateway or deployment (for `logs`).
-    Locate { name: String, namespace: Option<String> },
+    Locate {
+        name: String,
+        namespace: Option<String>,
+    },
 }
 
 /// The answer.
@@ -60,12 +72,20 @@ pub struct PodLocation {
 impl ControlResponse {
     /// A success with output.
     pub fn ok(output: impl Into<String>) -> Self {
-        ControlResponse { ok: true, output: output.into(), ..Default::default() }
+        ControlResponse {
+            ok: true,
+            output: output.into(),
+            ..Default::default()
+        }
     }
 
     /// A failure with a message.
     pub fn err(error: impl Into<String>) -> Self {
-        ControlResponse { ok: false, error: error.into(), ..Default::default() }
+        ControlResponse {
+            ok: false,
+            error: error.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -80,10 +100,19 @@ pub async fn call(socket: &Path, request: &ControlRequest) -> Result<ControlResp
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     line.push('\n');
-    write.write_all(line.as_bytes()).await.map_err(|e| format!("control socket: {e}"))?;
-    write.shutdown().await.map_err(|e| format!("control socket: {e}"))?;
+    write
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| format!("control socket: {e}"))?;
+    write
+        .shutdown()
+        .await
+        .map_err(|e| format!("control socket: {e}"))?;
     let mut reader = BufReader::new(read);
     let mut answer = String::new();
-    reader.read_line(&mut answer).await.map_err(|e| format!("control socket: {e}"))?;
+    reader
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| format!("control socket: {e}"))?;
     serde_json::from_str(&answer).map_err(|e| format!("control socket: bad answer: {e}"))
 }

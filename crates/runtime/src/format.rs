@@ -13,7 +13,11 @@ pub fn get(
     all_namespaces: bool,
     output: Option<&str>,
 ) -> Result<String, String> {
-    let ns_filter = if all_namespaces { None } else { Some(namespace.unwrap_or("default")) };
+    let ns_filter = if all_namespaces {
+        None
+    } else {
+        Some(namespace.unwrap_or("default"))
+    };
     let lower = kind.to_ascii_lowercase();
     if matches!(lower.as_str(), "pods" | "pod" | "po") {
         let rows: Vec<Vec<String>> = mesh
@@ -34,7 +38,10 @@ pub fn get(
             header.insert(0, "NAMESPACE");
         }
         if rows.is_empty() {
-            return Ok(format!("No resources found in {} namespace.\n", ns_filter.unwrap_or("any")));
+            return Ok(format!(
+                "No resources found in {} namespace.\n",
+                ns_filter.unwrap_or("any")
+            ));
         }
         return Ok(table(&header, rows));
     }
@@ -49,8 +56,14 @@ pub fn get(
         .collect();
     if objects.is_empty() {
         return match name {
-            Some(n) => Err(format!("Error from server (NotFound): {} {n:?} not found", kind.resource_name())),
-            None => Ok(format!("No resources found in {} namespace.\n", ns_filter.unwrap_or("any"))),
+            Some(n) => Err(format!(
+                "Error from server (NotFound): {} {n:?} not found",
+                kind.resource_name()
+            )),
+            None => Ok(format!(
+                "No resources found in {} namespace.\n",
+                ns_filter.unwrap_or("any")
+            )),
         };
     }
     match output {
@@ -62,7 +75,11 @@ pub fn get(
                 .join("---\n"))
         }
         Some("json") => return serde_json::to_string_pretty(&objects).map_err(|e| e.to_string()),
-        Some(other) => return Err(format!("error: output format {other:?} not supported (yaml, json)")),
+        Some(other) => {
+            return Err(format!(
+                "error: output format {other:?} not supported (yaml, json)"
+            ))
+        }
         None => {}
     }
     let (mut header, rows): (Vec<&str>, Vec<Vec<String>>) = match kind {
@@ -71,7 +88,9 @@ pub fn get(
             objects
                 .iter()
                 .map(|r| match &r.spec {
-                    Spec::VirtualService(vs) => vec![r.metadata.name.clone(), list(&vs.gateways), list(&vs.hosts)],
+                    Spec::VirtualService(vs) => {
+                        vec![r.metadata.name.clone(), list(&vs.gateways), list(&vs.hosts)]
+                    }
                     _ => vec![],
                 })
                 .collect(),
@@ -108,7 +127,17 @@ pub fn get(
                 .map(|r| match &r.spec {
                     Spec::Service(s) => vec![
                         r.metadata.name.clone(),
-                        s.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))).collect::<Vec<_>>().join(","),
+                        s.ports
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{}/{}",
+                                    p.port,
+                                    p.protocol.clone().unwrap_or_else(|| "TCP".into())
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
                     ],
                     _ => vec![],
                 })
@@ -119,19 +148,31 @@ pub fn get(
             objects
                 .iter()
                 .map(|r| match &r.spec {
-                    Spec::Deployment(d) => vec![r.metadata.name.clone(), d.replicas.unwrap_or(1).to_string()],
+                    Spec::Deployment(d) => {
+                        vec![r.metadata.name.clone(), d.replicas.unwrap_or(1).to_string()]
+                    }
                     _ => vec![],
                 })
                 .collect(),
         ),
-        _ => (vec!["NAME"], objects.iter().map(|r| vec![r.metadata.name.clone()]).collect()),
+        _ => (
+            vec!["NAME"],
+            objects
+                .iter()
+                .map(|r| vec![r.metadata.name.clone()])
+                .collect(),
+        ),
     };
     let rows = if all_namespaces && kind.namespaced() {
         header.insert(0, "NAMESPACE");
-        objects.iter().zip(rows).map(|(r, mut row)| {
-            row.insert(0, r.namespace().to_string());
-            row
-        }).collect()
+        objects
+            .iter()
+            .zip(rows)
+            .map(|(r, mut row)| {
+                row.insert(0, r.namespace().to_string());
+                row
+            })
+            .collect()
     } else {
         rows
     };
@@ -139,7 +180,14 @@ pub fn get(
 }
 
 fn list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

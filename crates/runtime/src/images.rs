@@ -54,23 +54,31 @@ pub enum LocalCommand {
     /// A built-in workload.
     App(String),
     /// A program with arguments, in a directory.
-    Command { argv: Vec<String>, working_dir: Option<PathBuf> },
+    Command {
+        argv: Vec<String>,
+        working_dir: Option<PathBuf>,
+    },
 }
 
 impl ImageMap {
     /// Adds the mappings of one file (later files override earlier ones).
     pub fn load_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         self.load_text(path, &text)
     }
 
     /// Adds the mappings of one file's text; `path` names it and anchors `workingDir`.
     pub fn load_text(&mut self, path: &Path, text: &str) -> Result<(), String> {
-        let file: ImagesFile = serde_norway::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: ImagesFile =
+            serde_norway::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for (image, mut entry) in file.images {
-            if entry.app.is_some() == !entry.command.is_empty() {
-                return Err(format!("{}: image {image:?}: give exactly one of `app` or `command`", path.display()));
+            if entry.app.is_some() != entry.command.is_empty() {
+                return Err(format!(
+                    "{}: image {image:?}: give exactly one of `app` or `command`",
+                    path.display()
+                ));
             }
             if let Some(app) = &entry.app {
                 if !meshbox_apps_names().contains(&app.as_str()) {
@@ -97,7 +105,12 @@ impl ImageMap {
     }
 
     /// The local command for a container, or why there is none.
-    pub fn resolve(&self, image: Option<&str>, command: &[String], args: &[String]) -> Result<LocalCommand, String> {
+    pub fn resolve(
+        &self,
+        image: Option<&str>,
+        command: &[String],
+        args: &[String],
+    ) -> Result<LocalCommand, String> {
         if let Some(image) = image {
             if let Some(entry) = self.entries.get(image) {
                 return Ok(match &entry.app {
@@ -132,8 +145,16 @@ impl ImageMap {
 pub fn files_beside(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let dir = if p.is_dir() { p.clone() } else { p.parent().map(Path::to_path_buf).unwrap_or_default() };
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if p.is_dir() {
+            p.clone()
+        } else {
+            p.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let candidate = dir.join(IMAGES_FILE);
         if candidate.is_file() && !out.contains(&candidate) {
             out.push(candidate);
@@ -159,13 +180,25 @@ mod tests {
         std::fs::write(&file, "images:\n  \"course/x:service-b\": { app: service-b }\n  \"py:1\": { command: [python3, s.py] }\n").unwrap();
         let mut map = ImageMap::default();
         map.load_file(&file).unwrap();
-        assert_eq!(map.resolve(Some("course/x:service-b"), &[], &[]).unwrap(), LocalCommand::App("service-b".into()));
-        assert!(matches!(map.resolve(Some("py:1"), &[], &["--x".into()]).unwrap(), LocalCommand::Command { argv, .. } if argv == ["python3", "s.py", "--x"]));
-        assert_eq!(map.resolve(Some("meshbox/worldtime:latest"), &[], &[]).unwrap(), LocalCommand::App("worldtime".into()));
+        assert_eq!(
+            map.resolve(Some("course/x:service-b"), &[], &[]).unwrap(),
+            LocalCommand::App("service-b".into())
+        );
+        assert!(
+            matches!(map.resolve(Some("py:1"), &[], &["--x".into()]).unwrap(), LocalCommand::Command { argv, .. } if argv == ["python3", "s.py", "--x"])
+        );
+        assert_eq!(
+            map.resolve(Some("meshbox/worldtime:latest"), &[], &[])
+                .unwrap(),
+            LocalCommand::App("worldtime".into())
+        );
         let e = map.resolve(Some("nope:1"), &[], &[]).unwrap_err();
         assert!(e.contains("nope:1") && e.contains(IMAGES_FILE), "{e}");
         std::fs::write(&file, "images:\n  a: { app: nope }\n").unwrap();
-        assert!(ImageMap::default().load_file(&file).unwrap_err().contains("unknown app"));
+        assert!(ImageMap::default()
+            .load_file(&file)
+            .unwrap_err()
+            .contains("unknown app"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use meshbox_config::mesh::parse_set_flags;
 use meshbox_config::{
-    load_sources, GatewayComponent, Kind, LoadError, LoadErrors, LoadOptions, MeshOptions, Resource, Source, Spec, Store,
+    load_sources, GatewayComponent, Kind, LoadError, LoadErrors, LoadOptions, MeshOptions,
+    Resource, Source, Spec, Store,
 };
 use meshbox_proxy::{AccessLogSink, Encoding, ListenerRole, Proxy, ProxySettings, Resolver};
 use meshbox_routing::{MeshState, WorkloadInstance};
@@ -85,7 +86,13 @@ impl Mesh {
     /// An empty mesh with the install options from `--set`.
     pub fn new(settings: MeshSettings) -> Result<Mesh, String> {
         let options = compute_options(&Store::new(), &settings.set_flags)?;
-        Ok(Mesh { settings, store: Store::new(), options, pods: BTreeMap::new(), pod_counter: 0 })
+        Ok(Mesh {
+            settings,
+            store: Store::new(),
+            options,
+            pods: BTreeMap::new(),
+            pod_counter: 0,
+        })
     }
 
     /// The install options in force.
@@ -111,7 +118,10 @@ impl Mesh {
             for (k, v) in &p.env {
                 if k == "PORT" {
                     if let Ok(port) = v.parse::<u16>() {
-                        out.push((p.instance.name.clone(), SocketAddr::from(([127, 0, 0, 1], port))));
+                        out.push((
+                            p.instance.name.clone(),
+                            SocketAddr::from(([127, 0, 0, 1], port)),
+                        ));
                     }
                 }
             }
@@ -120,15 +130,27 @@ impl Mesh {
     }
 
     /// `apply`: all objects or none; then the mesh follows.
-    pub async fn apply(&mut self, sources: &[Source], namespace: Option<String>) -> Result<String, String> {
+    pub async fn apply(
+        &mut self,
+        sources: &[Source],
+        namespace: Option<String>,
+    ) -> Result<String, String> {
         let opts = self.load_options(namespace);
         let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         for r in &resources {
             if let Spec::Deployment(d) = &r.spec {
                 for (i, c) in d.template.spec.containers.iter().enumerate() {
-                    if let Err(e) = self.settings.images.resolve(c.image.as_deref(), &c.command, &c.args) {
-                        errors.push(object_error(r, &format!("spec.template.spec.containers[{i}].image"), e));
+                    if let Err(e) =
+                        self.settings
+                            .images
+                            .resolve(c.image.as_deref(), &c.command, &c.args)
+                    {
+                        errors.push(object_error(
+                            r,
+                            &format!("spec.template.spec.containers[{i}].image"),
+                            e,
+                        ));
                     }
                 }
             }
@@ -150,7 +172,12 @@ impl Mesh {
 
     /// `apply` with image mappings that came with the manifests; the mappings are kept
     /// only if the apply succeeds.
-    pub async fn apply_with_images(&mut self, sources: &[Source], namespace: Option<String>, images: &[Source]) -> Result<String, String> {
+    pub async fn apply_with_images(
+        &mut self,
+        sources: &[Source],
+        namespace: Option<String>,
+        images: &[Source],
+    ) -> Result<String, String> {
         let previous = self.settings.images.clone();
         for f in images {
             if let Err(e) = self.settings.images.load_text(Path::new(&f.name), &f.text) {
@@ -166,7 +193,11 @@ impl Mesh {
     }
 
     /// `delete -f`: removes the objects the files define.
-    pub async fn delete(&mut self, sources: &[Source], namespace: Option<String>) -> Result<String, String> {
+    pub async fn delete(
+        &mut self,
+        sources: &[Source],
+        namespace: Option<String>,
+    ) -> Result<String, String> {
         let opts = self.load_options(namespace);
         let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
         let mut next = self.store.clone();
@@ -175,7 +206,11 @@ impl Mesh {
         for r in resources {
             let key = r.key();
             match next.delete(&key) {
-                Some(_) => out.push_str(&format!("{}/{} deleted\n", key.kind.resource_name(), key.name)),
+                Some(_) => out.push_str(&format!(
+                    "{}/{} deleted\n",
+                    key.kind.resource_name(),
+                    key.name
+                )),
                 None => missing.push_str(&format!(
                     "Error from server (NotFound): {} {:?} not found in namespace {:?}\n",
                     key.kind.resource_name(),
@@ -227,12 +262,21 @@ impl Mesh {
         let mut retired: Vec<Pod> = Vec::new();
         // Gateways.
         let wanted: Vec<GatewayComponent> = self.options.enabled_gateways().cloned().collect();
-        let wanted_names: BTreeSet<(String, String)> = wanted.iter().map(|g| (g.namespace.clone(), g.name.clone())).collect();
+        let wanted_names: BTreeSet<(String, String)> = wanted
+            .iter()
+            .map(|g| (g.namespace.clone(), g.name.clone()))
+            .collect();
         let stale: Vec<(String, String)> = self
             .pods
             .iter()
             .filter(|(_, p)| match &p.gateway {
-                Some(g) => !wanted_names.contains(&(g.namespace.clone(), g.name.clone())) || Some(g) != wanted.iter().find(|w| w.name == g.name && w.namespace == g.namespace),
+                Some(g) => {
+                    !wanted_names.contains(&(g.namespace.clone(), g.name.clone()))
+                        || Some(g)
+                            != wanted
+                                .iter()
+                                .find(|w| w.name == g.name && w.namespace == g.namespace)
+                }
                 None => false,
             })
             .map(|(k, _)| k.clone())
@@ -247,7 +291,10 @@ impl Mesh {
             if !exists {
                 match self.start_gateway(gw).await {
                     Ok(pod) => {
-                        self.pods.insert((pod.instance.namespace.clone(), pod.instance.name.clone()), pod);
+                        self.pods.insert(
+                            (pod.instance.namespace.clone(), pod.instance.name.clone()),
+                            pod,
+                        );
                     }
                     Err(e) => tracing::error!("cannot start gateway {}: {e}", gw.name),
                 }
@@ -257,14 +304,21 @@ impl Mesh {
         let deployments: Vec<Resource> = self.store.of_kind(Kind::Deployment).cloned().collect();
         let mut owned: BTreeSet<(String, String)> = BTreeSet::new();
         for d in &deployments {
-            let Spec::Deployment(spec) = &d.spec else { continue };
+            let Spec::Deployment(spec) = &d.spec else {
+                continue;
+            };
             let ns = d.namespace().to_string();
             let hash = template_hash(&spec.template);
             let replicas = spec.replicas.unwrap_or(1) as usize;
             let mut current: Vec<(String, String)> = self
                 .pods
                 .iter()
-                .filter(|(_, p)| p.gateway.is_none() && p.owner == d.metadata.name && p.instance.namespace == ns && p.template_hash == hash)
+                .filter(|(_, p)| {
+                    p.gateway.is_none()
+                        && p.owner == d.metadata.name
+                        && p.instance.namespace == ns
+                        && p.template_hash == hash
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             while current.len() > replicas {
@@ -305,7 +359,8 @@ impl Mesh {
 
     /// Builds and swaps in every proxy's tables.
     fn push_tables(&self) {
-        let workloads: Vec<WorkloadInstance> = self.pods.values().map(|p| p.instance.clone()).collect();
+        let workloads: Vec<WorkloadInstance> =
+            self.pods.values().map(|p| p.instance.clone()).collect();
         let state = MeshState::new(&self.store, &self.options, &workloads);
         for pod in self.pods.values() {
             let tables = if pod.gateway.is_some() {
@@ -334,7 +389,8 @@ impl Mesh {
 
     fn make_proxy(&self, pod: &str, namespace: &str) -> (Arc<Proxy>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<String>(8192);
-        let echo = self.options.access_log_file == "/dev/stdout" || self.options.access_log_file == "/dev/stderr";
+        let echo = self.options.access_log_file == "/dev/stdout"
+            || self.options.access_log_file == "/dev/stderr";
         let writer = tokio::spawn(write_logs(
             rx,
             log_file(&self.settings.dir, namespace, pod, "istio-proxy"),
@@ -344,12 +400,17 @@ impl Mesh {
                 other => Some(PathBuf::from(other)),
             },
         ));
-        let access_log: Option<(Arc<dyn AccessLogSink>, Encoding)> = if self.options.access_log_file.is_empty() {
-            None
-        } else {
-            let encoding = if self.options.access_log_encoding == "JSON" { Encoding::Json } else { Encoding::Text };
-            Some((Arc::new(ChannelSink(tx)), encoding))
-        };
+        let access_log: Option<(Arc<dyn AccessLogSink>, Encoding)> =
+            if self.options.access_log_file.is_empty() {
+                None
+            } else {
+                let encoding = if self.options.access_log_encoding == "JSON" {
+                    Encoding::Json
+                } else {
+                    Encoding::Text
+                };
+                Some((Arc::new(ChannelSink(tx)), encoding))
+            };
         let settings = ProxySettings {
             name: pod.to_string(),
             resolver: self.settings.resolver.clone(),
@@ -357,18 +418,25 @@ impl Mesh {
             seed: self.settings.seed ^ self.pod_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         };
         let workloads: Vec<WorkloadInstance> = Vec::new();
-        let empty = MeshState::new(&self.store, &self.options, &workloads).sidecar_tables(&WorkloadInstance {
-            name: pod.to_string(),
-            namespace: namespace.to_string(),
-            labels: Default::default(),
-            inbound: Default::default(),
-            named_ports: Default::default(),
-        });
+        let empty = MeshState::new(&self.store, &self.options, &workloads).sidecar_tables(
+            &WorkloadInstance {
+                name: pod.to_string(),
+                namespace: namespace.to_string(),
+                labels: Default::default(),
+                inbound: Default::default(),
+                named_ports: Default::default(),
+            },
+        );
         (Proxy::new(settings, empty), writer)
     }
 
     async fn start_gateway(&mut self, gw: &GatewayComponent) -> std::io::Result<Pod> {
-        let name = format!("{}-{}-{}", gw.name, short_hash(&gw.name), self.next_suffix());
+        let name = format!(
+            "{}-{}-{}",
+            gw.name,
+            short_hash(&gw.name),
+            self.next_suffix()
+        );
         let (proxy, log_writer) = self.make_proxy(&name, &gw.namespace);
         let mut inbound = BTreeMap::new();
         let mut listeners = Vec::new();
@@ -377,16 +445,31 @@ impl Mesh {
             if *port == 15021 {
                 continue; // the status port is Istio's health check; nothing routes there
             }
-            let want = if gw.role == meshbox_config::GatewayRole::Ingress && *port == 80 { self.settings.ingress_port } else { 0 };
+            let want = if gw.role == meshbox_config::GatewayRole::Ingress && *port == 80 {
+                self.settings.ingress_port
+            } else {
+                0
+            };
             let listener = TcpListener::bind(("127.0.0.1", want)).await?;
             inbound.insert(*target, listener.local_addr()?);
             gateway_ports.push((*target, *port));
-            listeners.push(tokio::spawn(proxy.clone().serve(listener, ListenerRole::Gateway { service_port: *port })));
+            listeners.push(tokio::spawn(proxy.clone().serve(
+                listener,
+                ListenerRole::Gateway {
+                    service_port: *port,
+                },
+            )));
         }
         let mut labels = gw.labels.clone();
         labels.insert("service.istio.io/canonical-name".into(), gw.name.clone());
         Ok(Pod {
-            instance: WorkloadInstance { name, namespace: gw.namespace.clone(), labels, inbound, named_ports: BTreeMap::new() },
+            instance: WorkloadInstance {
+                name,
+                namespace: gw.namespace.clone(),
+                labels,
+                inbound,
+                named_ports: BTreeMap::new(),
+            },
             owner: gw.name.clone(),
             template_hash: String::new(),
             gateway: Some(gw.clone()),
@@ -409,7 +492,11 @@ impl Mesh {
         let (proxy, log_writer) = self.make_proxy(&name, &ns);
         let outbound_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let outbound = outbound_listener.local_addr()?;
-        let mut listeners = vec![tokio::spawn(proxy.clone().serve(outbound_listener, ListenerRole::SidecarOutbound))];
+        let mut listeners = vec![tokio::spawn(
+            proxy
+                .clone()
+                .serve(outbound_listener, ListenerRole::SidecarOutbound),
+        )];
         let mut inbound = BTreeMap::new();
         let mut named_ports = BTreeMap::new();
         let mut containers = Vec::new();
@@ -427,14 +514,21 @@ impl Mesh {
                 if let Some(n) = &p.name {
                     named_ports.insert(n.clone(), p.container_port);
                 }
-                listeners.push(tokio::spawn(
-                    proxy.clone().serve(listener, ListenerRole::SidecarInbound { port: p.container_port, app }),
-                ));
+                listeners.push(tokio::spawn(proxy.clone().serve(
+                    listener,
+                    ListenerRole::SidecarInbound {
+                        port: p.container_port,
+                        app,
+                    },
+                )));
                 if first {
                     env.push(("PORT".into(), app_port.to_string()));
                     first = false;
                 }
-                env.push((format!("MESHBOX_PORT_{}", p.container_port), app_port.to_string()));
+                env.push((
+                    format!("MESHBOX_PORT_{}", p.container_port),
+                    app_port.to_string(),
+                ));
             }
             let proxy_url = format!("http://{outbound}");
             env.extend([
@@ -443,8 +537,14 @@ impl Mesh {
                 ("http_proxy".to_string(), proxy_url.clone()),
                 ("HTTPS_PROXY".to_string(), proxy_url.clone()),
                 ("https_proxy".to_string(), proxy_url),
-                ("NO_PROXY".to_string(), "localhost,127.0.0.1,::1".to_string()),
-                ("no_proxy".to_string(), "localhost,127.0.0.1,::1".to_string()),
+                (
+                    "NO_PROXY".to_string(),
+                    "localhost,127.0.0.1,::1".to_string(),
+                ),
+                (
+                    "no_proxy".to_string(),
+                    "localhost,127.0.0.1,::1".to_string(),
+                ),
                 ("POD_NAME".to_string(), name.clone()),
                 ("POD_NAMESPACE".to_string(), ns.clone()),
                 ("HOSTNAME".to_string(), name.clone()),
@@ -460,7 +560,11 @@ impl Mesh {
                 .resolve(c.image.as_deref(), &c.command, &c.args)
                 .map_err(std::io::Error::other)?;
             let (program, args, working_dir) = match command {
-                LocalCommand::App(app) => (self.settings.exe.clone(), vec!["app".to_string(), app], None),
+                LocalCommand::App(app) => (
+                    self.settings.exe.clone(),
+                    vec!["app".to_string(), app],
+                    None,
+                ),
                 LocalCommand::Command { argv, working_dir } => {
                     let mut it = argv.into_iter();
                     let program = it.next().map(PathBuf::from).unwrap_or_default();
@@ -482,7 +586,13 @@ impl Mesh {
         let mut labels = spec.template.metadata.labels.clone();
         labels.insert("pod-template-hash".into(), hash.to_string());
         Ok(Pod {
-            instance: WorkloadInstance { name, namespace: ns, labels, inbound, named_ports },
+            instance: WorkloadInstance {
+                name,
+                namespace: ns,
+                labels,
+                inbound,
+                named_ports,
+            },
             owner: d.metadata.name.clone(),
             template_hash: hash.to_string(),
             gateway: None,
@@ -511,7 +621,12 @@ impl Mesh {
             .values()
             .filter(|p| namespace.is_none_or(|ns| p.instance.namespace == ns))
             .map(|p| {
-                let running = p.containers.iter().filter(|(_, c)| c.current_state() == ContainerState::Running).count() + 1;
+                let running = p
+                    .containers
+                    .iter()
+                    .filter(|(_, c)| c.current_state() == ContainerState::Running)
+                    .count()
+                    + 1;
                 let total = p.containers.len() + 1;
                 let status = p
                     .containers
@@ -520,7 +635,11 @@ impl Mesh {
                     .find(|s| *s != ContainerState::Running)
                     .map(|s| s.as_str())
                     .unwrap_or("Running");
-                let restarts: u32 = p.containers.iter().map(|(_, c)| c.restarts.load(std::sync::atomic::Ordering::Relaxed)).sum();
+                let restarts: u32 = p
+                    .containers
+                    .iter()
+                    .map(|(_, c)| c.restarts.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum();
                 let proxy = p
                     .instance
                     .inbound
@@ -541,7 +660,11 @@ impl Mesh {
     }
 
     /// Finds a pod by its name or its Deployment's or gateway's name.
-    pub fn locate(&self, name: &str, namespace: Option<&str>) -> Option<crate::control::PodLocation> {
+    pub fn locate(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<crate::control::PodLocation> {
         let in_ns = |p: &&Pod| namespace.is_none_or(|ns| p.instance.namespace == ns);
         let pod = self
             .pods
@@ -549,13 +672,35 @@ impl Mesh {
             .filter(in_ns)
             .find(|p| p.instance.name == name)
             .or_else(|| self.pods.values().filter(in_ns).find(|p| p.owner == name))
-            .or_else(|| self.pods.values().filter(in_ns).find(|p| p.instance.name.starts_with(name)))?;
+            .or_else(|| {
+                self.pods
+                    .values()
+                    .filter(in_ns)
+                    .find(|p| p.instance.name.starts_with(name))
+            })?;
         let mut logs = vec![(
             "istio-proxy".to_string(),
-            log_file(&self.settings.dir, &pod.instance.namespace, &pod.instance.name, "istio-proxy").display().to_string(),
+            log_file(
+                &self.settings.dir,
+                &pod.instance.namespace,
+                &pod.instance.name,
+                "istio-proxy",
+            )
+            .display()
+            .to_string(),
         )];
         for (c, _) in &pod.containers {
-            logs.push((c.clone(), log_file(&self.settings.dir, &pod.instance.namespace, &pod.instance.name, c).display().to_string()));
+            logs.push((
+                c.clone(),
+                log_file(
+                    &self.settings.dir,
+                    &pod.instance.namespace,
+                    &pod.instance.name,
+                    c,
+                )
+                .display()
+                .to_string(),
+            ));
         }
         Some(crate::control::PodLocation {
             name: pod.instance.name.clone(),
@@ -615,12 +760,22 @@ impl AccessLogSink for ChannelSink {
     }
 }
 
-async fn write_logs(mut rx: mpsc::Receiver<String>, file: PathBuf, echo_prefix: Option<String>, extra: Option<PathBuf>) {
+async fn write_logs(
+    mut rx: mpsc::Receiver<String>,
+    file: PathBuf,
+    echo_prefix: Option<String>,
+    extra: Option<PathBuf>,
+) {
     async fn open(p: &Path) -> Option<tokio::fs::File> {
         if let Some(parent) = p.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
         }
-        tokio::fs::OpenOptions::new().create(true).append(true).open(p).await.ok()
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .await
+            .ok()
     }
     let mut f = open(&file).await;
     let mut extra_f = match &extra {

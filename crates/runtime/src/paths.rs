@@ -11,7 +11,9 @@ pub fn state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir).join("meshbox");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".meshbox")
 }
 
@@ -22,5 +24,6 @@ pub fn control_socket(dir: &Path) -> PathBuf {
 
 /// The log file of one container of one pod.
 pub fn log_file(dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
-    dir.join("logs").join(format!("{namespace}.{pod}.{container}.log"))
+    dir.join("logs")
+        .join(format!("{namespace}.{pod}.{container}.log"))
 }

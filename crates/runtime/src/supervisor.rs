@@ -60,12 +60,20 @@ impl Supervised {
         let state = Arc::new(Mutex::new(ContainerState::Starting));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(supervise(spec, restarts.clone(), state.clone(), stop_rx));
-        Supervised { restarts, state, stop_tx, task }
+        Supervised {
+            restarts,
+            state,
+            stop_tx,
+            task,
+        }
     }
 
     /// The current state.
     pub fn current_state(&self) -> ContainerState {
-        self.state.lock().map(|s| *s).unwrap_or(ContainerState::Stopped)
+        self.state
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(ContainerState::Stopped)
     }
 
     /// Stops the process (SIGTERM to its group, SIGKILL after a grace period) and
@@ -100,7 +108,11 @@ async fn supervise(
         let mut child = match spawn(&spec).await {
             Ok(c) => c,
             Err(e) => {
-                note(&spec, &format!("meshbox: cannot start {}: {e}", spec.program.display())).await;
+                note(
+                    &spec,
+                    &format!("meshbox: cannot start {}: {e}", spec.program.display()),
+                )
+                .await;
                 set(ContainerState::BackOff);
                 restarts.fetch_add(1, Ordering::Relaxed);
                 if wait_or_stop(&mut stop_rx, backoff).await {
@@ -148,7 +160,12 @@ async fn wait_or_stop(stop_rx: &mut watch::Receiver<bool>, delay: Duration) -> b
 }
 
 async fn note(spec: &ProcessSpec, line: &str) {
-    if let Ok(mut f) = tokio::fs::OpenOptions::new().create(true).append(true).open(&spec.log_file).await {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_file)
+        .await
+    {
         let _ = f.write_all(format!("{line}\n").as_bytes()).await;
     }
 }
@@ -157,7 +174,10 @@ async fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
     if let Some(parent) = spec.log_file.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_file)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log_file)?;
     let log_err = log.try_clone()?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)

@@ -12,7 +12,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
-use meshbox_config::{read_sources, Kind, Spec};
+use meshbox_config::read_sources;
 use meshbox_proxy::{Override, Resolver};
 
 use crate::control::{call, ControlRequest, ControlResponse};
@@ -44,7 +44,10 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     let socket = control_socket(&dir);
     if socket.exists() {
         if UnixListenerProbe::is_live(&socket).await {
-            anyhow::bail!("a mesh is already running with state directory {} (stop it, or set MESHBOX_HOME)", dir.display());
+            anyhow::bail!(
+                "a mesh is already running with state directory {} (stop it, or set MESHBOX_HOME)",
+                dir.display()
+            );
         }
         std::fs::remove_file(&socket)?;
     }
@@ -56,22 +59,35 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     let mut overrides = Vec::new();
     let mut stand_ins = Vec::new();
     for s in &opts.stand_in {
-        let (hostport, app) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--stand-in {s:?}: expected HOST:PORT=APP"))?;
-        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--stand-in {s:?}: expected HOST:PORT=APP"))?;
+        let (hostport, app) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--stand-in {s:?}: expected HOST:PORT=APP"))?;
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--stand-in {s:?}: expected HOST:PORT=APP"))?;
         if !crate::images::meshbox_apps_names().contains(&app) {
-            anyhow::bail!("--stand-in {s:?}: unknown app {app:?}; built-in apps are {}", crate::images::meshbox_apps_names().join(", "));
+            anyhow::bail!(
+                "--stand-in {s:?}: unknown app {app:?}; built-in apps are {}",
+                crate::images::meshbox_apps_names().join(", ")
+            );
         }
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         let app_port = listener.local_addr()?.port();
         drop(listener);
-        overrides.push(Override::parse_connect_to(&format!("{host}:{port}:127.0.0.1:{app_port}")).map_err(anyhow::Error::msg)?);
+        overrides.push(
+            Override::parse_connect_to(&format!("{host}:{port}:127.0.0.1:{app_port}"))
+                .map_err(anyhow::Error::msg)?,
+        );
         let log_file = dir.join("logs").join(format!("stand-in.{host}.log"));
         stand_ins.push((
             SocketAddr::from(([127, 0, 0, 1], app_port)),
             Supervised::start(ProcessSpec {
                 program: exe.clone(),
                 args: vec!["app".into(), app.to_string()],
-                env: vec![("PORT".into(), app_port.to_string()), ("BIND_ADDRESS".into(), "127.0.0.1".into())],
+                env: vec![
+                    ("PORT".into(), app_port.to_string()),
+                    ("BIND_ADDRESS".into(), "127.0.0.1".into()),
+                ],
                 working_dir: None,
                 log_file,
             }),
@@ -86,13 +102,22 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     }
 
     let mut images = ImageMap::default();
-    images.load_beside(&opts.paths).map_err(anyhow::Error::msg)?;
+    images
+        .load_beside(&opts.paths)
+        .map_err(anyhow::Error::msg)?;
     for f in &opts.images {
         images.load_file(f).map_err(anyhow::Error::msg)?;
     }
-    let sources = if opts.paths.is_empty() { Vec::new() } else { read_sources(&opts.paths)? };
+    let sources = if opts.paths.is_empty() {
+        Vec::new()
+    } else {
+        read_sources(&opts.paths)?
+    };
     let seed = opts.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
     });
     let settings = MeshSettings {
         dir: dir.clone(),
@@ -131,9 +156,16 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     waits.extend(stand_ins.iter().map(|(a, _)| ("stand-in".to_string(), *a)));
     let not_ready = wait_for_ports(&waits, Duration::from_secs(15)).await;
     if not_ready.is_empty() {
-        println!("meshbox: mesh is ready in {} ms ({} pods); Ctrl-C to stop", started.elapsed().as_millis(), waits.len());
+        println!(
+            "meshbox: mesh is ready in {} ms ({} pods); Ctrl-C to stop",
+            started.elapsed().as_millis(),
+            waits.len()
+        );
     } else {
-        println!("meshbox: mesh is up; not yet answering: {}", not_ready.join(", "));
+        println!(
+            "meshbox: mesh is up; not yet answering: {}",
+            not_ready.join(", ")
+        );
     }
 
     let mesh = Arc::new(Mutex::new(mesh));
@@ -183,7 +215,9 @@ async fn wait_for_ports(addrs: &[(String, SocketAddr)], limit: Duration) -> Vec<
 
 async fn serve_control(listener: UnixListener, mesh: Arc<Mutex<Mesh>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let mesh = mesh.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -207,16 +241,37 @@ async fn serve_control(listener: UnixListener, mesh: Arc<Mutex<Mesh>>) {
 async fn handle(mesh: &Mutex<Mesh>, req: ControlRequest) -> ControlResponse {
     let mut mesh = mesh.lock().await;
     let result = match req {
-        ControlRequest::Apply { sources, namespace, images } => mesh.apply_with_images(&sources, namespace, &images).await,
+        ControlRequest::Apply {
+            sources,
+            namespace,
+            images,
+        } => mesh.apply_with_images(&sources, namespace, &images).await,
         ControlRequest::Delete { sources, namespace } => mesh.delete(&sources, namespace).await,
         ControlRequest::Install { set } => mesh.install(set).await,
-        ControlRequest::Get { kind, name, namespace, all_namespaces, output } => {
-            crate::format::get(&mesh, &kind, name.as_deref(), namespace.as_deref(), all_namespaces, output.as_deref())
-        }
+        ControlRequest::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => crate::format::get(
+            &mesh,
+            &kind,
+            name.as_deref(),
+            namespace.as_deref(),
+            all_namespaces,
+            output.as_deref(),
+        ),
         ControlRequest::Locate { name, namespace } => {
             return match mesh.locate(&name, namespace.as_deref()) {
-                Some(pod) => ControlResponse { ok: true, pod: Some(pod), ..Default::default() },
-                None => ControlResponse::err(format!("Error from server (NotFound): no pod, deployment or gateway named {name:?}")),
+                Some(pod) => ControlResponse {
+                    ok: true,
+                    pod: Some(pod),
+                    ..Default::default()
+                },
+                None => ControlResponse::err(format!(
+                    "Error from server (NotFound): no pod, deployment or gateway named {name:?}"
+                )),
             }
         }
     };
@@ -229,14 +284,4 @@ async fn handle(mesh: &Mutex<Mesh>, req: ControlRequest) -> ControlResponse {
 /// Sends a request to the running mesh of this state directory.
 pub async fn control(request: ControlRequest) -> Result<ControlResponse, String> {
     call(&control_socket(&state_dir()), &request).await
-}
-
-#[allow(dead_code)]
-fn kinds_listing() -> String {
-    Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-#[allow(dead_code)]
-fn is_deployment(s: &Spec) -> bool {
-    matches!(s, Spec::Deployment(_))
 }
