@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 //! meshbox's configuration: the Istio and Kubernetes resource model, YAML loading
 //! with precise errors, Istio's per-object validation, the kubectl-apply store, and
 //! install options.
@@ -6,6 +7,7 @@
 pub mod istio;
 pub mod kube;
 pub mod load;
+mod locate;
 pub mod mesh;
 pub mod resource;
 pub mod store;

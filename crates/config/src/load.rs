@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::kube::ObjectMeta;
+use crate::locate::locate;
 use crate::resource::{Kind, Origin, Resource, Spec};
 use crate::validate::validate_resource;
 
@@ -133,7 +134,10 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>, LoadErrors> {
             match manifest_files_in(path) {
                 Ok(files) => {
                     if files.is_empty() {
-                        errors.push(file_error(&display, "directory holds no .yaml, .yml or .json file"));
+                        errors.push(file_error(
+                            &display,
+                            "directory holds no .yaml, .yml or .json file",
+                        ));
                     }
                     for file in files {
                         read_one(&file, &mut sources, &mut errors);
@@ -308,7 +312,11 @@ fn load_document(
     origin: &Origin,
     opts: &LoadOptions,
 ) -> Result<Option<Resource>, Vec<LoadError>> {
-    let error = |object: Option<String>, field: Option<String>, line: Option<usize>, column: Option<usize>, message: String| LoadError {
+    let error = |object: Option<String>,
+                 field: Option<String>,
+                 line: Option<usize>,
+                 column: Option<usize>,
+                 message: String| LoadError {
         file: origin.file.clone(),
         document: Some(origin.document),
         object,
@@ -321,7 +329,13 @@ fn load_document(
         Ok(v) => v,
         Err(e) => {
             let (line, column) = location_in_file(&e, origin);
-            return Err(vec![error(None, None, line, column, yaml_message(&e))]);
+            return Err(vec![error(
+                None,
+                None,
+                line,
+                column,
+                yaml_message(&e, origin),
+            )]);
         }
     };
     let map = match value {
@@ -339,10 +353,22 @@ fn load_document(
     };
     let get_str = |key: &str| map.get(key).and_then(|v| v.as_str()).map(str::to_string);
     let Some(kind_name) = get_str("kind") else {
-        return Err(vec![error(None, Some("kind".into()), None, None, "required field is missing".into())]);
+        return Err(vec![error(
+            None,
+            Some("kind".into()),
+            None,
+            None,
+            "required field is missing".into(),
+        )]);
     };
     let Some(api_version) = get_str("apiVersion") else {
-        return Err(vec![error(None, Some("apiVersion".into()), None, None, "required field is missing".into())]);
+        return Err(vec![error(
+            None,
+            Some("apiVersion".into()),
+            None,
+            None,
+            "required field is missing".into(),
+        )]);
     };
     let name = map
         .get("metadata")
@@ -356,16 +382,27 @@ fn load_document(
             format!("kind {kind_name} is not supported by meshbox yet")
         } else {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown kind {kind_name:?}; meshbox understands {}", known.join(", "))
+            format!(
+                "unknown kind {kind_name:?}; meshbox understands {}",
+                known.join(", ")
+            )
         };
-        return Err(vec![error(object, Some("kind".into()), None, None, message)]);
+        let (line, column) = locate_in_file(text, "kind", origin);
+        return Err(vec![error(
+            object,
+            Some("kind".into()),
+            line,
+            column,
+            message,
+        )]);
     };
     if !kind.api_versions().contains(&api_version.as_str()) {
+        let (line, column) = locate_in_file(text, "apiVersion", origin);
         return Err(vec![error(
             object,
             Some("apiVersion".into()),
-            None,
-            None,
+            line,
+            column,
             format!(
                 "{kind} is not served at apiVersion {api_version:?}; use one of {}",
                 kind.api_versions().join(", ")
@@ -391,23 +428,32 @@ fn load_document(
     };
     let mut errors = Vec::new();
     if metadata.name.is_empty() {
-        errors.push(error(object.clone(), Some("metadata.name".into()), None, None, "required field is missing".into()));
-    } else if !is_dns1123_subdomain(&metadata.name) {
+        let (line, column) = locate_in_file(text, "metadata.name", origin);
         errors.push(error(
             object.clone(),
             Some("metadata.name".into()),
-            None,
-            None,
+            line,
+            column,
+            "required field is missing".into(),
+        ));
+    } else if !is_dns1123_subdomain(&metadata.name) {
+        let (line, column) = locate_in_file(text, "metadata.name", origin);
+        errors.push(error(
+            object.clone(),
+            Some("metadata.name".into()),
+            line,
+            column,
             format!("{:?} is not a valid name: use lower case letters, digits, '-' and '.', starting and ending with a letter or digit", metadata.name),
         ));
     }
     if kind.namespaced() {
+        let (ns_line, ns_column) = locate_in_file(text, "metadata.namespace", origin);
         match &metadata.namespace {
             Some(ns) if opts.namespace_explicit && ns != &opts.namespace => errors.push(error(
                 object.clone(),
                 Some("metadata.namespace".into()),
-                None,
-                None,
+                ns_line,
+                ns_column,
                 format!(
                     "the namespace from the provided object {ns:?} does not match the namespace {:?}; pass -n {ns} to apply it",
                     opts.namespace
@@ -426,9 +472,22 @@ fn load_document(
         spec,
         origin: origin.clone(),
     };
-    for problem in validate_resource(&resource) {
-        errors.push(error(object.clone(), Some(problem.field), None, None, problem.message));
-    }
+    let mut problems: Vec<LoadError> = validate_resource(&resource)
+        .into_iter()
+        .map(|problem| {
+            let (line, column) = locate_in_file(text, &problem.field, origin);
+            error(
+                object.clone(),
+                Some(problem.field),
+                line,
+                column,
+                problem.message,
+            )
+        })
+        .collect();
+    // In the order of the document.
+    problems.sort_by_key(|e| (e.line, e.column));
+    errors.append(&mut problems);
     if errors.is_empty() {
         Ok(Some(resource))
     } else {
@@ -450,19 +509,75 @@ fn typed<S: DeserializeOwned + Default>(
             let path = e.path().to_string();
             let inner = e.into_inner();
             let (line, column) = location_in_file(&inner, origin);
-            let field = if path == "." || path.is_empty() { None } else { Some(path) };
-            Err((field, line, column, yaml_message(&inner)))
+            let field = if path == "." || path.is_empty() {
+                None
+            } else {
+                Some(path)
+            };
+            Err((
+                field,
+                line,
+                column,
+                without_path_prefix(yaml_message(&inner, origin)),
+            ))
         }
     }
 }
 
-/// The YAML library's message without its own "at line L column C" suffix (we print
-/// the location ourselves, counted from the start of the file).
-fn yaml_message(e: &serde_norway::Error) -> String {
+/// The YAML library's message without its own "at line L column C" for the problem
+/// (we print the location ourselves, counted from the start of the file); any further
+/// position, such as where the enclosing block began, is counted from the start of
+/// the file too.
+fn yaml_message(e: &serde_norway::Error, origin: &Origin) -> String {
     let message = e.to_string();
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message,
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    let mut first = true;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at line ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(line) = after[..digits].parse::<usize>() else {
+            out.push_str(" at line ");
+            rest = after;
+            continue;
+        };
+        let tail = &after[digits..];
+        let column_len = tail
+            .strip_prefix(" column ")
+            .map(|c| " column ".len() + c.bytes().take_while(u8::is_ascii_digit).count())
+            .unwrap_or(0);
+        if !first {
+            out.push_str(&format!(" at line {}", origin.line + line - 1));
+            out.push_str(&tail[..column_len]);
+        }
+        first = false;
+        rest = &tail[column_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// serde_norway starts a message with the path of the value it was reading
+/// (`spec.http[0]: unknown field ...`); the error names the field already.
+fn without_path_prefix(message: String) -> String {
+    match message.split_once(": ") {
+        Some((prefix, rest))
+            if !prefix.is_empty()
+                && !prefix.contains(char::is_whitespace)
+                && !prefix.contains('`') =>
+        {
+            rest.to_string()
+        }
+        _ => message,
+    }
+}
+
+/// Where `path` is written in the document, as file line and column.
+fn locate_in_file(text: &str, path: &str, origin: &Origin) -> (Option<usize>, Option<usize>) {
+    match locate(text, path) {
+        Some((line, column)) => (Some(origin.line + line - 1), Some(column)),
+        None => (None, None),
     }
 }
 
@@ -479,7 +594,9 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

@@ -18,7 +18,9 @@ pub enum OutboundPolicy {
 /// Which side of the mesh a gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum GatewayRole {
+    /// Traffic entering the mesh.
     Ingress,
+    /// Traffic leaving the mesh.
     Egress,
 }
 
@@ -31,7 +33,9 @@ pub struct GatewayComponent {
     pub namespace: String,
     /// Pod labels, which Gateway selectors match (`istio: ingressgateway`).
     pub labels: Labels,
+    /// Ingress or egress.
     pub role: GatewayRole,
+    /// Whether the gateway runs.
     pub enabled: bool,
 }
 
@@ -39,7 +43,11 @@ impl GatewayComponent {
     /// The Service ports `istioctl install` gives this gateway: (name, port, targetPort).
     pub fn service_ports(&self) -> &'static [(&'static str, u32, u32)] {
         match self.role {
-            GatewayRole::Ingress => &[("status-port", 15021, 15021), ("http2", 80, 8080), ("https", 443, 8443)],
+            GatewayRole::Ingress => &[
+                ("status-port", 15021, 15021),
+                ("http2", 80, 8080),
+                ("https", 443, 8443),
+            ],
             GatewayRole::Egress => &[("http2", 80, 8080), ("https", 443, 8443)],
         }
     }
@@ -48,6 +56,7 @@ impl GatewayComponent {
 /// The effective install options.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MeshOptions {
+    /// `meshConfig.outboundTrafficPolicy.mode`.
     pub outbound_policy: OutboundPolicy,
     /// `meshConfig.accessLogFile`: empty disables access logs (Istio's default).
     pub access_log_file: String,
@@ -110,7 +119,9 @@ fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), String> {
             }
             None => (*seg, None),
         };
-        let obj = cur.as_object_mut().ok_or_else(|| format!("{key:?} is not an object"))?;
+        let obj = cur
+            .as_object_mut()
+            .ok_or_else(|| format!("{key:?} is not an object"))?;
         let slot = obj.entry(key.to_string()).or_insert(Value::Null);
         cur = match index {
             None => slot,
@@ -212,14 +223,21 @@ impl MeshOptions {
             ));
         }
         let mut gateways = Vec::new();
-        for (field, role) in [("ingressGateways", GatewayRole::Ingress), ("egressGateways", GatewayRole::Egress)] {
+        for (field, role) in [
+            ("ingressGateways", GatewayRole::Ingress),
+            ("egressGateways", GatewayRole::Egress),
+        ] {
             let list = spec.get("components").and_then(|c| c.get(field));
             let Some(list) = list else { continue };
             let items = list
                 .as_array()
                 .ok_or_else(|| format!("components.{field}: expected a list"))?;
             for (i, item) in items.iter().enumerate() {
-                gateways.push(gateway_component(item, role, &format!("components.{field}[{i}]"))?);
+                gateways.push(gateway_component(
+                    item,
+                    role,
+                    &format!("components.{field}[{i}]"),
+                )?);
             }
         }
         Ok(MeshOptions {
@@ -236,7 +254,11 @@ impl MeshOptions {
     }
 }
 
-fn gateway_component(item: &Value, role: GatewayRole, field: &str) -> Result<GatewayComponent, String> {
+fn gateway_component(
+    item: &Value,
+    role: GatewayRole,
+    field: &str,
+) -> Result<GatewayComponent, String> {
     let name = item
         .get("name")
         .and_then(Value::as_str)
@@ -245,7 +267,11 @@ fn gateway_component(item: &Value, role: GatewayRole, field: &str) -> Result<Gat
     let enabled = match item.get("enabled") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(format!("{field}.enabled: expected true or false, got {other}")),
+        Some(other) => {
+            return Err(format!(
+                "{field}.enabled: expected true or false, got {other}"
+            ))
+        }
     };
     let namespace = item
         .get("namespace")
@@ -298,7 +324,10 @@ mod tests {
         let names: Vec<&str> = opts.enabled_gateways().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["istio-ingressgateway", "istio-egressgateway"]);
         let egress = opts.enabled_gateways().nth(1).unwrap();
-        assert_eq!(egress.labels.get("istio").map(String::as_str), Some("egressgateway"));
+        assert_eq!(
+            egress.labels.get("istio").map(String::as_str),
+            Some("egressgateway")
+        );
     }
 
     #[test]
@@ -311,7 +340,8 @@ mod tests {
 
     #[test]
     fn bad_mode_is_named() {
-        let layer = parse_set_flags(&["meshConfig.outboundTrafficPolicy.mode=NOPE".into()]).unwrap();
+        let layer =
+            parse_set_flags(&["meshConfig.outboundTrafficPolicy.mode=NOPE".into()]).unwrap();
         let e = MeshOptions::from_layers(&[layer]).unwrap_err();
         assert!(e.contains("outboundTrafficPolicy.mode"), "{e}");
     }

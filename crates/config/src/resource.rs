@@ -11,14 +11,23 @@ use crate::kube::{DeploymentSpec, NamespaceSpec, ObjectMeta, ServiceSpec};
 /// The kinds meshbox understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
+    /// `v1` Namespace.
     Namespace,
+    /// `v1` Service.
     Service,
+    /// `apps/v1` Deployment.
     Deployment,
+    /// `networking.istio.io` Gateway.
     Gateway,
+    /// `networking.istio.io` VirtualService.
     VirtualService,
+    /// `networking.istio.io` DestinationRule.
     DestinationRule,
+    /// `networking.istio.io` ServiceEntry.
     ServiceEntry,
+    /// `networking.istio.io` Sidecar.
     Sidecar,
+    /// `install.istio.io` IstioOperator (install options).
     IstioOperator,
 }
 
@@ -132,21 +141,36 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+        write!(
+            f,
+            "{}:{} (document {})",
+            self.file, self.line, self.document
+        )
     }
 }
 
 /// The spec of an object, by kind.
+// A store holds tens of objects, so the size of the largest spec (a DestinationRule
+// with its typed traffic policy) does not matter; boxing would complicate matching.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
+    /// A Namespace's spec.
     Namespace(NamespaceSpec),
+    /// A Service's spec.
     Service(ServiceSpec),
+    /// A Deployment's spec.
     Deployment(DeploymentSpec),
+    /// A Gateway's spec.
     Gateway(GatewaySpec),
+    /// A VirtualService's spec.
     VirtualService(VirtualServiceSpec),
+    /// A DestinationRule's spec.
     DestinationRule(DestinationRuleSpec),
+    /// A ServiceEntry's spec.
     ServiceEntry(ServiceEntrySpec),
+    /// A Sidecar's spec.
     Sidecar(SidecarSpec),
     /// IstioOperator's spec, interpreted by [`crate::mesh::MeshOptions`].
     IstioOperator(serde_json::Value),
@@ -155,9 +179,11 @@ pub enum Spec {
 /// Identity of an object under kubectl-apply semantics: kind, namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ObjectKey {
+    /// The kind.
     pub kind: Kind,
     /// Empty for cluster-scoped kinds.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
 }
 
@@ -180,10 +206,15 @@ impl fmt::Display for ObjectKey {
 /// A loaded object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Resource {
+    /// `apiVersion` as written (one of [`Kind::api_versions`]).
     pub api_version: String,
+    /// The kind.
     pub kind: Kind,
+    /// `metadata`, with the namespace filled in for namespaced kinds.
     pub metadata: ObjectMeta,
+    /// The typed spec.
     pub spec: Spec,
+    /// Where the object was read (not part of its configuration).
     #[serde(skip)]
     pub origin: Origin,
 }

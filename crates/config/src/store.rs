@@ -8,8 +8,11 @@ use crate::resource::{Kind, ObjectKey, Resource};
 /// What `apply` did to one object, as kubectl words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyAction {
+    /// The object did not exist.
     Created,
+    /// The object existed with another configuration.
     Configured,
+    /// The object existed with the same configuration.
     Unchanged,
 }
 

@@ -62,7 +62,8 @@ fn spec_schema(crds: &[Value], kind: &str, version: &str) -> Option<Value> {
     if v.get("served").and_then(Value::as_bool) != Some(true) {
         return None;
     }
-    v.pointer("/schema/openAPIV3Schema/properties/spec").cloned()
+    v.pointer("/schema/openAPIV3Schema/properties/spec")
+        .cloned()
 }
 
 /// `oneOf` groups of a schema (directly or under `allOf`), each as the list of its
@@ -130,7 +131,10 @@ fn is_duration(schema: &Value) -> bool {
 
 /// A value that sets every property of `schema` (see the module documentation).
 fn maximal(schema: &Value, variant: usize) -> Value {
-    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("object");
+    let ty = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
     match ty {
         "object" => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {

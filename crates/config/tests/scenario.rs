@@ -26,4 +26,3 @@ fn every_course_manifest_loads() {
     assert!(all.iter().all(|r| r.namespace() == "dev-service-mesh"));
     assert_eq!(all.iter().filter(|r| r.kind == Kind::Deployment).count(), 3);
 }
-

@@ -6,11 +6,11 @@
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use meshbox_config::istio::{
     DestinationRuleSpec, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
 };
+use meshbox_config::validate::parse_duration;
 use meshbox_config::{Kind, MeshOptions, OutboundPolicy, Resource, Spec, Store};
 
 use crate::registry::{
@@ -807,22 +807,4 @@ fn is_catch_all(m: &RouteMatch) -> bool {
         && m.authority.is_none()
         && m.headers.is_empty()
         && m.query_params.is_empty()
-}
-
-/// Parses a protobuf-style duration (`1s`, `500ms`, `1.5s`, `2m`, `1h`, `100us`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let seconds = match unit {
-        "h" => value * 3600.0,
-        "m" => value * 60.0,
-        "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "ns" => value / 1e9,
-        _ => return None,
-    };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
