@@ -6,6 +6,7 @@
 pub mod build;
 pub mod registry;
 pub mod tables;
+pub mod unsupported;
 
 pub use build::{MeshState, MESH_GATEWAY};
 pub use registry::{Registry, WorkloadInstance};

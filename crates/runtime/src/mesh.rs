@@ -158,16 +158,26 @@ impl Mesh {
         if !errors.is_empty() {
             return Err(LoadErrors(errors).to_string());
         }
+        let warnings: Vec<String> = resources
+            .iter()
+            .flat_map(meshbox_routing::unsupported::unsupported_features)
+            .collect();
         let mut next = self.store.clone();
         let outcomes = next.apply(resources);
         let options = compute_options(&next, &self.settings.set_flags)?;
         self.store = next;
         self.options = options;
         self.reconcile().await;
-        Ok(outcomes
-            .iter()
-            .map(|(k, a)| format!("{}/{} {}\n", k.kind.resource_name(), k.name, a.as_str()))
-            .collect())
+        let mut out: String = warnings.iter().map(|w| format!("{w}\n")).collect();
+        for (k, a) in &outcomes {
+            out.push_str(&format!(
+                "{}/{} {}\n",
+                k.kind.resource_name(),
+                k.name,
+                a.as_str()
+            ));
+        }
+        Ok(out)
     }
 
     /// `apply` with image mappings that came with the manifests; the mappings are kept
