@@ -343,7 +343,7 @@ impl Proxy {
         let tables = self.tables.load();
         let Some(table) = tables.route_table(u32::from(port)) else {
             return self
-                .catch_all(req, &host, port, tables.outbound_policy, None)
+                .catch_all(req, &authority, &host, port, tables.outbound_policy, None)
                 .await;
         };
         let Some(vhost) = table.select_virtual_host(&authority) else {
@@ -352,7 +352,7 @@ impl Proxy {
         if vhost.catch_all.is_some() {
             let route = vhost.routes.first().map(|r| r.name.clone());
             return self
-                .catch_all(req, &host, port, tables.outbound_policy, route)
+                .catch_all(req, &authority, &host, port, tables.outbound_policy, route)
                 .await;
         }
         self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
@@ -444,14 +444,15 @@ impl Proxy {
                 "cluster_not_found",
             );
         };
+        // Envoy's router records the upstream cluster only once it has found it: an NC
+        // line shows `-` as %UPSTREAM_CLUSTER%.
         let Some(cluster) = tables.clusters.get(&choice.cluster) else {
             return Outcome::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "",
                 "NC",
                 "cluster_not_found",
-            )
-            .with_cluster(&choice.cluster);
+            );
         };
         let endpoint = match &cluster.endpoints {
             ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
@@ -506,6 +507,7 @@ impl Proxy {
     async fn catch_all(
         &self,
         req: Request<ProxyBody>,
+        authority: &str,
         host: &str,
         port: u16,
         policy: OutboundPolicy,
@@ -516,10 +518,9 @@ impl Proxy {
             OutboundPolicy::RegistryOnly => "block_all".into(),
         });
         let outcome = match policy {
-            OutboundPolicy::AllowAny => {
-                let authority = format!("{host}:{port}");
-                self.passthrough(req, host, port, &authority).await
-            }
+            // Envoy forwards a passthrough request as the application sent it: the
+            // Host header stays as it was (no port added, case kept).
+            OutboundPolicy::AllowAny => self.passthrough(req, host, port, authority).await,
             OutboundPolicy::RegistryOnly => match self.resolver.resolve(host, port).await {
                 Err(e) => dns_failure(&e.host),
                 // Istio's REGISTRY_ONLY catch-all: 502, no body, no upstream.

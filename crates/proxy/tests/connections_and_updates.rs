@@ -1,0 +1,154 @@
+//! Upstream connection pooling and swapping a proxy's tables under load.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use common::*;
+
+/// Envoy keeps upstream HTTP/1.1 connections in a per-cluster pool and reuses an idle
+/// one for the next request: sequential requests, even from separate client
+/// connections (separate curl calls), travel over ONE connection from the caller's
+/// sidecar to the pod and ONE from the pod's sidecar to the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let app = echo_upstream("svc").await;
+    let pod = pod("svc-1", "svc", 8080, app.addr).await;
+    let tables = sidecar_tables(
+        &store(&service_yaml("svc", "svc", 8080)),
+        &registry_only(),
+        std::slice::from_ref(&pod.instance),
+    );
+    let sidecar = sidecar(tables, Vec::new(), 9).await;
+    const N: usize = 5;
+    let mut clients = BTreeSet::new();
+    for i in 0..N {
+        let mut conn = Conn::open(sidecar.addr).await;
+        clients.insert(conn.local);
+        let reply = conn.send(get(&format!("http://svc/{i}"), "svc")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.echo().uri, format!("/{i}"));
+    }
+    assert_eq!(
+        clients.len(),
+        N,
+        "each request came on its own client connection"
+    );
+    assert_eq!(app.requests.load(Ordering::SeqCst), N);
+    assert_eq!(
+        app.accepted.load(Ordering::SeqCst),
+        1,
+        "the pod's sidecar reused its connection to the app"
+    );
+    // Caller's sidecar → pod: one local address for every request, and the pod's
+    // sidecar saw every request come from it.
+    let out: BTreeSet<String> = sidecar
+        .log
+        .wait_for(N)
+        .await
+        .iter()
+        .map(|l| LogLine::parse(l).upstream_local_address)
+        .collect();
+    let inbound: BTreeSet<String> = pod
+        .log
+        .wait_for(N)
+        .await
+        .iter()
+        .map(|l| LogLine::parse(l).downstream_remote_address)
+        .collect();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out, inbound);
+}
+
+/// Istio pushes new config to Envoy, which swaps its route tables for new requests
+/// while requests in flight finish on the route they were given: `Proxy::update`
+/// during a slow request lets it complete against the old route, and the next request
+/// takes the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_during_in_flight_request_keeps_old_route_for_it_and_new_route_after() {
+    let (hold, mut control) = hold();
+    let old_app = held_upstream("old", hold).await;
+    let new_app = echo_upstream("new").await;
+    let old_pod = pod("old-1", "old", 8080, old_app.addr).await;
+    let new_pod = pod("new-1", "new", 8080, new_app.addr).await;
+    // `producer` is a Service of its own (with no pods): the VirtualService for it
+    // decides where its traffic goes.
+    let services = format!(
+        "{}{}{}",
+        service_yaml("producer", "nobody", 8080),
+        service_yaml("old-svc", "old", 8080),
+        service_yaml("new-svc", "new", 8080)
+    );
+    let vs_to = |dest: &str| {
+        format!(
+            "{services}apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: producer-vs
+spec:
+  hosts:
+    - producer
+  http:
+    - name: to-{dest}
+      route:
+        - destination:
+            host: {dest}
+            port:
+              number: 80
+"
+        )
+    };
+    let pods = [old_pod.instance.clone(), new_pod.instance.clone()];
+    let mesh = registry_only();
+    let sidecar = sidecar(
+        sidecar_tables(&store(&vs_to("old-svc")), &mesh, &pods),
+        Vec::new(),
+        11,
+    )
+    .await;
+
+    // A request on the old route, held by its upstream.
+    let addr = sidecar.addr;
+    let in_flight =
+        tokio::spawn(async move { send(addr, get("http://producer/first", "producer")).await });
+    assert_eq!(control.next_arrival().await, "/first");
+
+    sidecar
+        .proxy
+        .update(sidecar_tables(&store(&vs_to("new-svc")), &mesh, &pods));
+
+    let next = send(sidecar.addr, get("http://producer/second", "producer")).await;
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        next.echo().upstream,
+        "new",
+        "the next request takes the new route"
+    );
+    assert!(!in_flight.is_finished(), "the first request is still held");
+
+    control.release_one();
+    let first = in_flight.await.expect("in-flight request task");
+    assert_eq!(first.status, 200);
+    let echo = first.echo();
+    assert_eq!(
+        echo.upstream, "old",
+        "the in-flight request ends on its old route"
+    );
+    assert_eq!(echo.uri, "/first");
+
+    let first_line = sidecar.log.find(|l| l.path == "/first").await;
+    assert_eq!(first_line.route_name, "to-old-svc");
+    assert_eq!(
+        first_line.upstream_cluster,
+        "outbound|80||old-svc.dev-service-mesh.svc.cluster.local"
+    );
+    let second_line = sidecar.log.find(|l| l.path == "/second").await;
+    assert_eq!(second_line.route_name, "to-new-svc");
+    assert_eq!(
+        second_line.upstream_cluster,
+        "outbound|80||new-svc.dev-service-mesh.svc.cluster.local"
+    );
+    assert_eq!(old_app.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(new_app.requests.load(Ordering::SeqCst), 1);
+}
