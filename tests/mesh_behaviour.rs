@@ -337,3 +337,47 @@ fn stopping_the_mesh_leaves_no_process_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn install_turns_access_logs_on_and_to_json_without_restarts() {
+    // Istio's default profile writes no access log (meshConfig.accessLogFile is empty).
+    let mesh = MeshProcess::start(&["-n", "dev-service-mesh"]);
+    mesh.apply(&BASE);
+    mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
+    assert_eq!(
+        mesh.logs("istio-ingressgateway", "istio-system"),
+        "",
+        "no access log by default"
+    );
+    mesh.ok(&["install", "--set", "meshConfig.accessLogFile=/dev/stdout"]);
+    mesh.get("/service-a");
+    mesh.wait_for_log("istio-ingressgateway", "istio-system", |l| {
+        l.contains("\"GET /service-a HTTP/1.1\" 200")
+    });
+    mesh.ok(&[
+        "install",
+        "--set",
+        "meshConfig.accessLogFile=/dev/stdout",
+        "--set",
+        "meshConfig.accessLogEncoding=JSON",
+    ]);
+    mesh.get("/service-a");
+    let log = mesh.wait_for_log("istio-ingressgateway", "istio-system", |l| {
+        l.contains("\"response_code\":200")
+    });
+    let json_line = log.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(v["path"], "/service-a");
+    assert_eq!(
+        v["upstream_cluster"],
+        "outbound|80||service-a-srv.dev-service-mesh.svc.cluster.local"
+    );
+    let pods = mesh.ok(&["get", "pods", "-n", "dev-service-mesh"]);
+    for line in pods.lines().skip(1) {
+        assert_eq!(
+            line.split_whitespace().nth(3),
+            Some("0"),
+            "no restarts: {pods}"
+        );
+    }
+}

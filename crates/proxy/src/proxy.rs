@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
@@ -49,13 +49,20 @@ pub struct ProxySettings {
     pub seed: u64,
 }
 
+/// Where a proxy's access log lines go, and how they are encoded.
+struct AccessLogTarget {
+    sink: Arc<dyn AccessLogSink>,
+    encoding: Encoding,
+}
+
 /// A running proxy; share it with `Arc`.
 pub struct Proxy {
     name: String,
     tables: ArcSwap<ProxyTables>,
     client: Client<HttpConnector, ProxyBody>,
     resolver: Arc<Resolver>,
-    access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>,
+    /// Swappable, so that `install` can turn access logs on, off or to JSON.
+    access_log: ArcSwapOption<AccessLogTarget>,
     random_state: AtomicU64,
 }
 
@@ -160,7 +167,11 @@ impl Proxy {
             tables: ArcSwap::from_pointee(tables),
             client,
             resolver: settings.resolver,
-            access_log: settings.access_log,
+            access_log: ArcSwapOption::from(
+                settings
+                    .access_log
+                    .map(|(sink, encoding)| Arc::new(AccessLogTarget { sink, encoding })),
+            ),
             random_state: AtomicU64::new(settings.seed),
         })
     }
@@ -173,6 +184,12 @@ impl Proxy {
     /// Replaces the tables; requests in flight finish on the tables they started with.
     pub fn update(&self, tables: ProxyTables) {
         self.tables.store(Arc::new(tables));
+    }
+
+    /// Replaces where access log lines go (`None`: no access log, Istio's default).
+    pub fn set_access_log(&self, access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>) {
+        self.access_log
+            .store(access_log.map(|(sink, encoding)| Arc::new(AccessLogTarget { sink, encoding })));
     }
 
     /// The current tables.
@@ -301,11 +318,11 @@ impl Proxy {
                 .headers
                 .insert("x-envoy-upstream-service-time", HeaderValue::from(t));
         }
-        let log = self.access_log.as_ref().map(|(sink, encoding)| PendingLog {
+        let log = self.access_log.load().as_ref().map(|target| PendingLog {
             entry,
             start,
-            sink: sink.clone(),
-            encoding: *encoding,
+            sink: target.sink.clone(),
+            encoding: target.encoding,
             received,
         });
         Response::from_parts(parts, LoggedBody::new(body, log))

@@ -57,7 +57,16 @@ struct Pod {
     /// Service ports of a gateway: (container port, service port).
     gateway_ports: Vec<(u32, u32)>,
     created: Instant,
-    log_writer: tokio::task::JoinHandle<()>,
+    log_writer: Option<tokio::task::JoinHandle<()>>,
+    /// The (accessLogFile, accessLogEncoding) its proxy was given.
+    log_options: (String, String),
+}
+
+/// An access log sink with the task that drains it.
+struct AccessLogWiring {
+    sink: Arc<dyn AccessLogSink>,
+    encoding: Encoding,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// The mesh.
@@ -164,10 +173,7 @@ impl Mesh {
             .collect();
         let mut next = self.store.clone();
         let outcomes = next.apply(resources);
-        let options = compute_options(&next, &self.settings.set_flags)?;
-        self.store = next;
-        self.options = options;
-        self.reconcile().await;
+        self.commit(next).await?;
         let mut out: String = warnings.iter().map(|w| format!("{w}\n")).collect();
         for (k, a) in &outcomes {
             out.push_str(&format!(
@@ -229,15 +235,20 @@ impl Mesh {
                 )),
             }
         }
-        let options = compute_options(&next, &self.settings.set_flags)?;
-        self.store = next;
-        self.options = options;
-        self.reconcile().await;
+        self.commit(next).await?;
         if missing.is_empty() {
             Ok(out)
         } else {
             Err(format!("{out}{missing}"))
         }
+    }
+
+    /// Makes `next` the applied config (if its install options are valid) and follows it.
+    async fn commit(&mut self, next: Store) -> Result<(), String> {
+        self.options = compute_options(&next, &self.settings.set_flags)?;
+        self.store = next;
+        self.reconcile().await;
+        Ok(())
     }
 
     /// `install --set ...`: replaces the install flags and reconciles.
@@ -362,6 +373,7 @@ impl Mesh {
             }
         }
         self.push_tables();
+        self.refresh_access_logs();
         for pod in retired {
             stop_pod(pod).await;
         }
@@ -397,30 +409,44 @@ impl Mesh {
             .collect()
     }
 
-    fn make_proxy(&self, pod: &str, namespace: &str) -> (Arc<Proxy>, tokio::task::JoinHandle<()>) {
+    /// The access log target of one pod's proxy for the current options, and the
+    /// task that writes its lines (to the pod's log file, and to meshbox's stdout or
+    /// another file as `meshConfig.accessLogFile` says). `None` when access logs are off.
+    fn access_log_for(&self, pod: &str, namespace: &str) -> Option<AccessLogWiring> {
+        let file = self.options.access_log_file.as_str();
+        if file.is_empty() {
+            return None;
+        }
         let (tx, rx) = mpsc::channel::<String>(8192);
-        let echo = self.options.access_log_file == "/dev/stdout"
-            || self.options.access_log_file == "/dev/stderr";
+        let echo = file == "/dev/stdout" || file == "/dev/stderr";
         let writer = tokio::spawn(write_logs(
             rx,
             log_file(&self.settings.dir, namespace, pod, "istio-proxy"),
             echo.then(|| format!("[{namespace}/{pod} istio-proxy] ")),
-            match self.options.access_log_file.as_str() {
-                "" | "/dev/stdout" | "/dev/stderr" => None,
-                other => Some(PathBuf::from(other)),
-            },
+            (!echo).then(|| PathBuf::from(file)),
         ));
-        let access_log: Option<(Arc<dyn AccessLogSink>, Encoding)> =
-            if self.options.access_log_file.is_empty() {
-                None
-            } else {
-                let encoding = if self.options.access_log_encoding == "JSON" {
-                    Encoding::Json
-                } else {
-                    Encoding::Text
-                };
-                Some((Arc::new(ChannelSink(tx)), encoding))
-            };
+        let encoding = if self.options.access_log_encoding == "JSON" {
+            Encoding::Json
+        } else {
+            Encoding::Text
+        };
+        Some(AccessLogWiring {
+            sink: Arc::new(ChannelSink(tx)),
+            encoding,
+            writer,
+        })
+    }
+
+    fn make_proxy(
+        &self,
+        pod: &str,
+        namespace: &str,
+    ) -> (Arc<Proxy>, Option<tokio::task::JoinHandle<()>>) {
+        let wiring = self.access_log_for(pod, namespace);
+        let (access_log, writer) = match wiring {
+            Some(w) => (Some((w.sink, w.encoding)), Some(w.writer)),
+            None => (None, None),
+        };
         let settings = ProxySettings {
             name: pod.to_string(),
             resolver: self.settings.resolver.clone(),
@@ -438,6 +464,39 @@ impl Mesh {
             },
         );
         (Proxy::new(settings, empty), writer)
+    }
+
+    /// Points every proxy at access log targets for the current options, where the
+    /// options changed since the proxy last got them.
+    fn refresh_access_logs(&mut self) {
+        let wanted = (
+            self.options.access_log_file.clone(),
+            self.options.access_log_encoding.clone(),
+        );
+        let keys: Vec<(String, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.log_options != wanted)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let wiring = self.access_log_for(&key.1, &key.0);
+            let Some(pod) = self.pods.get_mut(&key) else {
+                continue;
+            };
+            match wiring {
+                Some(w) => {
+                    pod.proxy.set_access_log(Some((w.sink, w.encoding)));
+                    // The old writer ends by itself once its last line is written.
+                    pod.log_writer = Some(w.writer);
+                }
+                None => {
+                    pod.proxy.set_access_log(None);
+                    pod.log_writer = None;
+                }
+            }
+            pod.log_options = wanted.clone();
+        }
     }
 
     async fn start_gateway(&mut self, gw: &GatewayComponent) -> std::io::Result<Pod> {
@@ -490,6 +549,10 @@ impl Mesh {
             gateway_ports,
             created: Instant::now(),
             log_writer,
+            log_options: (
+                self.options.access_log_file.clone(),
+                self.options.access_log_encoding.clone(),
+            ),
         })
     }
 
@@ -613,6 +676,10 @@ impl Mesh {
             gateway_ports: Vec::new(),
             created: Instant::now(),
             log_writer,
+            log_options: (
+                self.options.access_log_file.clone(),
+                self.options.access_log_encoding.clone(),
+            ),
         })
     }
 
@@ -729,7 +796,9 @@ async fn stop_pod(pod: Pod) {
         c.stop().await;
     }
     drop(pod.proxy);
-    pod.log_writer.abort();
+    if let Some(w) = pod.log_writer {
+        w.abort();
+    }
 }
 
 /// Default profile ⊕ IstioOperator objects (in creation order) ⊕ `--set` flags.
