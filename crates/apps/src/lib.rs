@@ -1,10 +1,11 @@
-//! The workloads of the worldtime egress scenario (see `/work/shared/scenario/README.md`):
+//! The workloads of the worldtime egress scenario (see `shared/scenario/README.md` beside the project):
 //! ServiceA, ServiceB, ServiceC, and `worldtime`, a local stand-in for worldtimeapi.org.
 //!
 //! Each `run_*` function serves one workload on a listener until the process ends. The
 //! services know nothing about the mesh: their outbound calls go to fixed URLs, through the
 //! HTTP proxy named by `HTTP_PROXY` when one is set, and the mesh decides where they land.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod client;
 mod services;

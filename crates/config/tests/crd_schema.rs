@@ -1,5 +1,5 @@
 //! The Istio model against Istio's own CRD schemas
-//! (`/work/shared/reference/istio-crds.yaml`, outside the project).
+//! (`shared/reference/istio-crds.yaml` beside the project checkout).
 //!
 //! For each kind and each served version, one "maximal" spec is generated from
 //! `openAPIV3Schema.properties.spec`: every property is set, recursively. Where a

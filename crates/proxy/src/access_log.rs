@@ -15,36 +15,61 @@ pub trait AccessLogSink: Send + Sync {
 /// How lines are encoded (`meshConfig.accessLogEncoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// Envoy's TEXT format with Istio's default format string (`accessLogEncoding: TEXT`).
     Text,
+    /// One JSON object per line with the same fields (`accessLogEncoding: JSON`).
     Json,
 }
 
 /// The facts of one request, gathered as it is served.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogEntry {
+    /// `%START_TIME%`: when the request arrived (`None`: the time the line is written).
     pub start_time: Option<DateTime<Utc>>,
+    /// `%REQ(:METHOD)%`: the request method.
     pub method: String,
     /// `X-ENVOY-ORIGINAL-PATH?:PATH`: the path before any rewrite.
     pub path: String,
+    /// `%PROTOCOL%`: the downstream HTTP version, e.g. `HTTP/1.1`.
     pub protocol: &'static str,
+    /// `%RESPONSE_CODE%`: the status sent downstream, the upstream's or the proxy's own.
     pub response_code: u16,
     /// Envoy response flags, e.g. `NR`, `UF`; empty for none.
     pub response_flags: &'static str,
+    /// `%RESPONSE_CODE_DETAILS%`: why that status, e.g. `via_upstream`, `route_not_found`.
     pub response_code_details: &'static str,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: the connection error, when the upstream
+    /// failed (`UF`, `UC`).
     pub upstream_transport_failure_reason: Option<String>,
+    /// `%BYTES_RECEIVED%`: request body bytes read from downstream.
     pub bytes_received: u64,
+    /// `%BYTES_SENT%`: response body bytes sent downstream.
     pub bytes_sent: u64,
+    /// `%DURATION%`: milliseconds from the request's arrival to the end of the response.
     pub duration_ms: u64,
+    /// `%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`: milliseconds until the upstream's response
+    /// headers; `None` when no upstream answered.
     pub upstream_service_time_ms: Option<u64>,
+    /// `%REQ(X-FORWARDED-FOR)%`, after a gateway has appended the client's address.
     pub x_forwarded_for: Option<String>,
+    /// `%REQ(USER-AGENT)%`.
     pub user_agent: Option<String>,
+    /// `%REQ(X-REQUEST-ID)%`: the client's, or the UUID the proxy generated.
     pub request_id: Option<String>,
+    /// `%REQ(:AUTHORITY)%`: the Host header (or absolute-form authority) as received.
     pub authority: Option<String>,
+    /// `%UPSTREAM_HOST%`: the endpoint address the request was sent to.
     pub upstream_host: Option<SocketAddr>,
+    /// `%UPSTREAM_CLUSTER_RAW%`, e.g. `outbound|80||host`, `inbound|8080||`, `PassthroughCluster`.
     pub upstream_cluster: Option<String>,
+    /// `%UPSTREAM_LOCAL_ADDRESS%`: the proxy's end of the upstream connection.
     pub upstream_local_address: Option<SocketAddr>,
+    /// `%DOWNSTREAM_LOCAL_ADDRESS%`: the listener address the request arrived on.
     pub downstream_local_address: Option<SocketAddr>,
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%`: the client's address.
     pub downstream_remote_address: Option<SocketAddr>,
+    /// `%ROUTE_NAME%`: the route that matched, e.g. `default`, `allow_any`, `block_all`;
+    /// `None` when unnamed.
     pub route_name: Option<String>,
 }
 

@@ -18,9 +18,13 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// An access log line waiting for its response to finish.
 pub struct PendingLog {
+    /// The line's fields; byte counts and `%DURATION%` are filled in when the body ends.
     pub entry: AccessLogEntry,
+    /// When the request arrived, for `%DURATION%`.
     pub start: Instant,
+    /// Where the line is written.
     pub sink: Arc<dyn AccessLogSink>,
+    /// TEXT or JSON (`meshConfig.accessLogEncoding`).
     pub encoding: Encoding,
     /// Request body bytes, counted as the upstream reads them.
     pub received: Arc<AtomicU64>,

@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 //! meshbox's data plane: sidecars and gateways on tokio and hyper. Each proxy reads
 //! an immutable snapshot of its tables (swapped whole on change), routes with
 //! Istio's semantics, forwards over pooled keep-alive connections, and writes

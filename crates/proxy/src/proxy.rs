@@ -34,14 +34,25 @@ pub enum ListenerRole {
     /// The sidecar's outbound port, which workloads use as `HTTP_PROXY`.
     SidecarOutbound,
     /// The sidecar's inbound port for one container port: everything goes to the app.
-    SidecarInbound { port: u32, app: SocketAddr },
+    SidecarInbound {
+        /// The container port this listener stands for (the `inbound|PORT||` cluster).
+        port: u32,
+        /// Where the application itself listens.
+        app: SocketAddr,
+    },
     /// A gateway port carrying the Service port (the Gateway server port) `service_port`.
-    Gateway { service_port: u32 },
+    Gateway {
+        /// The Service port, which selects the `http.PORT` route table.
+        service_port: u32,
+    },
 }
 
 /// Settings of one proxy that do not change with routing config.
 pub struct ProxySettings {
+    /// The proxy's name: its pod's name.
     pub name: String,
+    /// Resolves upstream names (DNS clusters, passthrough, the `DF` check), with the mesh's
+    /// overrides.
     pub resolver: Arc<Resolver>,
     /// `None` when `meshConfig.accessLogFile` is empty.
     pub access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>,

@@ -14,15 +14,22 @@ use hickory_resolver::TokioResolver;
 pub enum Override {
     /// `--resolve HOST:PORT:ADDR`: connections to HOST:PORT go to ADDR:PORT.
     Resolve {
+        /// The host overridden, lower-case, without a trailing dot.
         host: String,
+        /// The port the override applies to.
         port: u16,
+        /// The address to connect to instead, on the same port.
         addr: IpAddr,
     },
     /// `--connect-to HOST:PORT:HOST2:PORT2`: connections to HOST:PORT go to HOST2:PORT2.
     ConnectTo {
+        /// The host overridden, lower-case, without a trailing dot.
         host: String,
+        /// The port the override applies to.
         port: u16,
+        /// The host (or IP address) to connect to instead.
         target_host: String,
+        /// The port to connect to instead.
         target_port: u16,
     },
 }
@@ -81,7 +88,9 @@ fn normalize(host: &str) -> String {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("DNS lookup of {host} failed: {reason}")]
 pub struct ResolveError {
+    /// The name looked up (after any `--connect-to` override); the 503 `DF` body names it.
     pub host: String,
+    /// The resolver's error, e.g. `no addresses`.
     pub reason: String,
 }
 

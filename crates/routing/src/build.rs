@@ -28,8 +28,11 @@ pub const MESH_GATEWAY: &str = "mesh";
 
 /// Everything the control plane knows, from which each proxy's tables are built.
 pub struct MeshState<'a> {
+    /// The applied objects: Services, ServiceEntries, Gateways, VirtualServices, DestinationRules.
     pub store: &'a Store,
+    /// The install options: outbound traffic policy, enabled gateways.
     pub mesh: &'a MeshOptions,
+    /// The service registry built from `store` and the installed gateways.
     pub registry: Registry,
     /// Every running replica, gateways included.
     pub workloads: &'a [WorkloadInstance],

@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 //! Pure translation from meshbox's configuration to each proxy's routing tables, the
 //! way istiod translates Istio config for Envoy. No I/O: the data plane, `trace` and
 //! `proxy-config` all read what this crate builds.

@@ -16,7 +16,10 @@ pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
 pub struct WorkloadInstance {
     /// Pod name, e.g. `service-b-deployment-7d9c6b-x2kq4`.
     pub name: String,
+    /// The pod's namespace; a Service selects pods in its own namespace only.
     pub namespace: String,
+    /// The pod's labels, read by Service selectors, DestinationRule subsets, Gateway
+    /// selectors and `sourceLabels`.
     pub labels: Labels,
     /// For each container (target) port, the address where this pod's proxy accepts
     /// inbound traffic for it: the pod IP and port of a real cluster.
@@ -28,9 +31,13 @@ pub struct WorkloadInstance {
 /// How a port's traffic is understood, from its protocol or name (Istio's protocol selection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Protocol {
+    /// HTTP (also HTTP/2, gRPC, and ports of unknown protocol): the only protocol with HTTP routes.
     Http,
+    /// `https`: HTTP inside TLS; no HTTP routes.
     Https,
+    /// `tls`: opaque TLS; no HTTP routes.
     Tls,
+    /// `tcp` and TCP-based protocols (mongo, mysql, redis); no HTTP routes.
     Tcp,
 }
 
@@ -75,16 +82,22 @@ impl Protocol {
 /// Where a service port's traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetPort {
+    /// A container port number.
     Number(u32),
+    /// A named container port, looked up in each pod's `named_ports`.
     Name(String),
 }
 
 /// One port of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePortInfo {
+    /// The port's name (empty when unnamed); protocol selection reads its prefix.
     pub name: String,
+    /// The service port, as clients address it (the `PORT` of `outbound|PORT||HOST`).
     pub port: u32,
+    /// Where the traffic goes on the endpoint: `targetPort`, else the port itself.
     pub target: TargetPort,
+    /// How the port's traffic is understood; only HTTP ports get routes.
     pub protocol: Protocol,
 }
 
@@ -92,10 +105,15 @@ pub struct ServicePortInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceSource {
     /// A Kubernetes Service: the pods its selector picks in its namespace.
-    Kubernetes { selector: Labels },
+    Kubernetes {
+        /// The Service's `spec.selector` (empty: no endpoints).
+        selector: Labels,
+    },
     /// A ServiceEntry.
     External {
+        /// The ServiceEntry's `resolution`: how its cluster finds endpoints.
         resolution: Resolution,
+        /// `location` is MESH_EXTERNAL (the default), not MESH_INTERNAL.
         mesh_external: bool,
         /// Addresses of `endpoints`, if any.
         endpoints: Vec<String>,
@@ -105,9 +123,13 @@ pub enum ServiceSource {
 /// ServiceEntry `resolution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Resolution {
+    /// `NONE` (the default): forward to the request's original destination.
     None,
+    /// `STATIC`: the ServiceEntry's endpoint addresses.
     Static,
+    /// `DNS`: the endpoints' names (or the host) resolved when used.
     Dns,
+    /// `DNS_ROUND_ROBIN`: treated like `DNS`: names resolved when used.
     DnsRoundRobin,
 }
 
@@ -116,10 +138,14 @@ pub enum Resolution {
 pub struct ServiceInfo {
     /// `name.namespace.svc.cluster.local`, or the ServiceEntry host.
     pub hostname: String,
+    /// Namespace of the defining object: where its pods are, and where DestinationRules are
+    /// looked up after the client's.
     pub namespace: String,
     /// The object that defined it, `Service/ns/name` or `ServiceEntry/ns/name`.
     pub defined_by: String,
+    /// The service's ports.
     pub ports: Vec<ServicePortInfo>,
+    /// Where its endpoints come from.
     pub source: ServiceSource,
 }
 
@@ -133,6 +159,7 @@ impl ServiceInfo {
 /// All services, keyed by host name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// Services by lower-case host name (FQDN or ServiceEntry host).
     pub services: BTreeMap<String, ServiceInfo>,
 }
 

@@ -21,7 +21,10 @@ pub const ALLOW_ANY_ROUTE: &str = "allow_any";
 /// Which kind of proxy these tables are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum ProxyKind {
+    /// A sidecar beside a workload: outbound route tables per service port, with a catch-all.
     Sidecar,
+    /// An ingress or egress gateway: `http.PORT` route tables from Gateways and their
+    /// VirtualServices.
     Gateway,
 }
 
@@ -30,8 +33,12 @@ pub enum ProxyKind {
 pub struct ProxyTables {
     /// Pod name of the proxy.
     pub proxy: String,
+    /// Namespace of the proxy's pod.
     pub namespace: String,
+    /// Sidecar or gateway.
     pub kind: ProxyKind,
+    /// `meshConfig.outboundTrafficPolicy.mode`: ALLOW_ANY or REGISTRY_ONLY for hosts
+    /// outside the registry.
     pub outbound_policy: OutboundPolicy,
     /// HTTP route tables by port: the service port for sidecars (outbound), the
     /// Gateway server port for gateways.
@@ -55,7 +62,9 @@ impl ProxyTables {
 /// One route configuration (Envoy `RouteConfiguration`), e.g. `80` or `http.80`.
 #[derive(Debug)]
 pub struct RouteTable {
+    /// Envoy's route configuration name: the port for sidecars (`80`), `http.PORT` for gateways.
     pub name: String,
+    /// The virtual hosts, in order; the first to claim a domain keeps it.
     pub virtual_hosts: Vec<VirtualHost>,
     exact: HashMap<String, usize>,
     /// `*.suffix` domains, longest suffix first: (suffix including the dot, index).
@@ -149,7 +158,9 @@ pub enum CatchAll {
 pub struct VirtualHost {
     /// e.g. `producer-internal-host.dev-service-mesh.svc.cluster.local:80`.
     pub name: String,
+    /// Host header values it answers: exact names (with and without `:port`), `*.suffix` or `*`.
     pub domains: Vec<String>,
+    /// Its routes in order; the first that matches wins.
     pub routes: Vec<Route>,
     /// Set on the catch-all virtual host of a sidecar.
     pub catch_all: Option<CatchAll>,
@@ -165,11 +176,15 @@ impl VirtualHost {
 /// The parts of a request that routes match on.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
+    /// The request method, e.g. `GET`.
     pub method: &'a str,
+    /// The request's scheme, `http` unless its URI says otherwise.
     pub scheme: &'a str,
+    /// The Host header (or absolute-form authority), as received.
     pub authority: &'a str,
     /// Path with query, as on the request line.
     pub path_and_query: &'a str,
+    /// The request's headers.
     pub headers: &'a HeaderMap,
 }
 
@@ -194,6 +209,7 @@ pub struct RouteSource {
     pub rule: usize,
     /// Index of the match within the rule, if it had matches.
     pub match_index: Option<usize>,
+    /// File, document and line of the VirtualService.
     pub origin: Origin,
 }
 
@@ -202,15 +218,20 @@ pub struct RouteSource {
 pub struct Route {
     /// Istio's route name: the rule's `name`, else the VS-derived name, or `default`.
     pub name: String,
+    /// When the route applies: a compiled `HTTPMatchRequest`.
     pub matcher: RouteMatch,
+    /// What to do with a request that matches.
     pub action: RouteAction,
+    /// The VirtualService rule it came from; `None` for default and catch-all routes.
     pub source: Option<RouteSource>,
 }
 
 /// A string matcher, compiled.
 #[derive(Debug, Clone)]
 pub enum StrMatcher {
+    /// `exact`: the whole value equals it.
     Exact(String),
+    /// `prefix`: the value starts with it.
     Prefix(String),
     /// Anchored at both ends, as Envoy's `safe_regex` matches the whole value.
     Regex(Regex),
@@ -238,6 +259,8 @@ impl StrMatcher {
 /// A header condition: present-and-matching, or (with `invert`) absent-or-not-matching.
 #[derive(Debug, Clone)]
 pub struct HeaderCondition {
+    /// Lower-case header name; `:method`, `:authority`, `:path` and `:scheme` name the
+    /// request's own fields.
     pub name: String,
     /// `None` matches presence.
     pub value: Option<StrMatcher>,
@@ -248,12 +271,19 @@ pub struct HeaderCondition {
 /// A compiled `HTTPMatchRequest` (the empty match matches everything).
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
+    /// `uri`: matched against the path without its query string.
     pub uri: Option<StrMatcher>,
+    /// `ignoreUriCase`: exact and prefix `uri` matches ignore case.
     pub ignore_uri_case: bool,
+    /// `scheme`: matched against the request's scheme.
     pub scheme: Option<StrMatcher>,
+    /// `method`: matched against the request method.
     pub method: Option<StrMatcher>,
+    /// `authority`: matched against the Host header as received.
     pub authority: Option<StrMatcher>,
+    /// `headers` and `withoutHeaders`; every condition must hold.
     pub headers: Vec<HeaderCondition>,
+    /// `queryParams`, by name; a presence match is an empty prefix.
     pub query_params: Vec<(String, StrMatcher)>,
 }
 
@@ -370,6 +400,7 @@ pub struct UriRewrite {
     /// The part of the path replaced: the prefix matched, or `None` for the whole path
     /// (exact and regex matches).
     pub matched_prefix: Option<String>,
+    /// `rewrite.uri`: what replaces the matched part.
     pub replacement: String,
 }
 
@@ -399,7 +430,9 @@ impl UriRewrite {
 /// A destination cluster with its weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedCluster {
+    /// Cluster name, `outbound|PORT|SUBSET|HOST`.
     pub cluster: String,
+    /// The destination's `weight` (100 for a lone destination).
     pub weight: u32,
 }
 
@@ -409,7 +442,12 @@ pub enum RouteAction {
     /// Forward to one of the clusters, chosen by weight.
     Forward(ForwardAction),
     /// Answer directly with this status and body (`directResponse`, `block_all`).
-    DirectResponse { status: u16, body: String },
+    DirectResponse {
+        /// The HTTP status code.
+        status: u16,
+        /// The response body; may be empty.
+        body: String,
+    },
     /// Forward to the original destination (`allow_any`).
     Passthrough,
 }
@@ -417,9 +455,13 @@ pub enum RouteAction {
 /// Forwarding: where and how.
 #[derive(Debug)]
 pub struct ForwardAction {
+    /// The route's destinations, each with its weight.
     pub clusters: Vec<WeightedCluster>,
+    /// Sum of the weights; the random pick is taken modulo this.
     pub total_weight: u32,
+    /// `rewrite.uri`, if set; the original path is sent as `x-envoy-original-path`.
     pub uri_rewrite: Option<UriRewrite>,
+    /// `rewrite.authority`: the Host header sent upstream instead, if set.
     pub authority_rewrite: Option<String>,
     /// Route timeout; `None` means none (Istio's default for HTTP routes).
     pub timeout: Option<Duration>,
@@ -461,6 +503,7 @@ pub enum ClusterEndpoints {
 pub struct Cluster {
     /// `outbound|80||producer-internal-host.dev-service-mesh.svc.cluster.local`.
     pub name: String,
+    /// Where its endpoints come from; none at request time means 503 `UH`.
     pub endpoints: ClusterEndpoints,
     /// The port that traffic leaves on, for original-destination clusters.
     pub port: u32,

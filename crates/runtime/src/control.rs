@@ -14,7 +14,10 @@ use meshbox_config::Source;
 pub enum ControlRequest {
     /// `meshbox apply -f`.
     Apply {
+        /// The manifests, as read by the client (files, directories or standard input).
         sources: Vec<Source>,
+        /// `-n`: every object must be in it; `None`: the mesh's default namespace for
+        /// objects that name none.
         namespace: Option<String>,
         /// `meshbox.images` files found beside the manifests.
         #[serde(default)]
@@ -22,23 +25,37 @@ pub enum ControlRequest {
     },
     /// `meshbox delete -f`.
     Delete {
+        /// The manifests, as read by the client (files, directories or standard input).
         sources: Vec<Source>,
+        /// `-n`: every object must be in it; `None`: the mesh's default namespace for
+        /// objects that name none.
         namespace: Option<String>,
     },
     /// `meshbox get KIND [NAME]`.
     Get {
+        /// The kind as kubectl abbreviates it (`vs`, `dr`, `se`, `gw`, `svc`, `deploy`,
+        /// ...) or `pods`.
         kind: String,
+        /// Only the object with this name.
         name: Option<String>,
+        /// `-n`; `None`: `default`, as with kubectl.
         namespace: Option<String>,
+        /// `-A`: every namespace.
         all_namespaces: bool,
+        /// `-o yaml` or `-o json`; `None`: a table.
         output: Option<String>,
     },
     /// `meshbox install --set ...`: replaces the install flags.
-    Install { set: Vec<String> },
+    Install {
+        /// The `--set` flags, as `istioctl install` takes them.
+        set: Vec<String>,
+    },
     /// The environment and pod of a Deployment's first replica (for `exec`) or the
     /// log files of a pod, gateway or deployment (for `logs`).
     Locate {
+        /// A pod, Deployment or gateway name (or the start of a pod name).
         name: String,
+        /// `-n`; `None`: any namespace.
         namespace: Option<String>,
     },
 }
@@ -46,6 +63,7 @@ pub enum ControlRequest {
 /// The answer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ControlResponse {
+    /// Whether the request succeeded; the CLI exits non-zero when not.
     pub ok: bool,
     /// What to print on standard output.
     #[serde(default)]
@@ -61,7 +79,9 @@ pub struct ControlResponse {
 /// Where a pod's pieces are, for `exec` and `logs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PodLocation {
+    /// The pod's name.
     pub name: String,
+    /// The pod's namespace.
     pub namespace: String,
     /// Environment a process inside the pod sees (its sidecar as HTTP_PROXY).
     pub env: Vec<(String, String)>,

@@ -55,7 +55,11 @@ pub enum LocalCommand {
     App(String),
     /// A program with arguments, in a directory.
     Command {
+        /// Program and arguments: the mapped or the container's `command`, then the
+        /// container's `args`.
         argv: Vec<String>,
+        /// Directory to run in (a mapping's `workingDir`, relative to its file); `None`:
+        /// meshbox's own.
         working_dir: Option<PathBuf>,
     },
 }

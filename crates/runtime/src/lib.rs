@@ -1,4 +1,5 @@
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 //! The local mesh: runs gateways, sidecar proxies and workload processes on one
 //! machine, applies configuration changes without restarts, and serves the control
 //! API that `apply`, `get`, `delete`, `install`, `logs` and `exec` use.

@@ -32,7 +32,10 @@ pub struct MeshSettings {
     pub default_namespace: String,
     /// `--set` flags.
     pub set_flags: Vec<String>,
+    /// Image-to-command mappings (`meshbox.images`); `apply` may add more.
     pub images: ImageMap,
+    /// Name resolver shared by every proxy, with the `--resolve`, `--connect-to` and
+    /// `--stand-in` overrides.
     pub resolver: Arc<Resolver>,
     /// Port for the ingress gateway's HTTP port 80 (0: any free port).
     pub ingress_port: u16,

@@ -16,20 +16,29 @@ use tokio::sync::watch;
 /// What to start, with what environment, logging where.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
+    /// The executable.
     pub program: PathBuf,
+    /// Its arguments.
     pub args: Vec<String>,
+    /// Variables added to the inherited environment (PORT, HTTP_PROXY, the container's `env`, ...).
     pub env: Vec<(String, String)>,
+    /// Directory to start in; `None`: meshbox's own.
     pub working_dir: Option<PathBuf>,
+    /// File that receives stdout, stderr and the supervisor's notes (what `logs -c
+    /// CONTAINER` prints).
     pub log_file: PathBuf,
 }
 
 /// What a container is doing, as `get pods` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerState {
+    /// Being started (`ContainerCreating`).
     Starting,
+    /// The process is running (`Running`).
     Running,
     /// Exited; waiting out the backoff before the next start.
     BackOff,
+    /// Stopped or being stopped (`Terminating`).
     Stopped,
 }
 
@@ -47,7 +56,9 @@ impl ContainerState {
 
 /// A supervised container; dropping it does not stop it: call [`Supervised::stop`].
 pub struct Supervised {
+    /// How many times the container exited or failed to start (`RESTARTS` in `get pods`).
     pub restarts: Arc<AtomicU32>,
+    /// The current state, kept up to date by the supervising task.
     pub state: Arc<Mutex<ContainerState>>,
     stop_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,

@@ -24,15 +24,23 @@ use crate::supervisor::{ProcessSpec, Supervised};
 /// Options of `meshbox up`.
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
+    /// Manifest files or directories to apply at startup.
     pub paths: Vec<PathBuf>,
+    /// `-n`: namespace for objects that name none (default: `default`).
     pub namespace: Option<String>,
+    /// `--set` install flags, as istioctl spells them.
     pub set: Vec<String>,
+    /// `--images` mapping files, in addition to `meshbox.images` beside the manifests.
     pub images: Vec<PathBuf>,
+    /// `--resolve HOST:PORT:ADDR` overrides for the proxies' name resolution.
     pub resolve: Vec<String>,
+    /// `--connect-to HOST:PORT:HOST2:PORT2` overrides for the proxies' name resolution.
     pub connect_to: Vec<String>,
     /// `HOST:PORT=APP`: run built-in APP outside the mesh and send HOST:PORT to it.
     pub stand_in: Vec<String>,
+    /// Local port of the ingress gateway's port 80 (0: any free port).
     pub ingress_port: u16,
+    /// Seed for weighted routing choices; `None`: taken from the clock.
     pub seed: Option<u64>,
 }
 
