@@ -48,15 +48,47 @@ impl LoggedBody {
     }
 
     fn finish(&mut self) {
-        if let Some(mut p) = self.log.take() {
-            p.entry.bytes_sent = self.sent;
-            p.entry.bytes_received = p.received.load(Ordering::Relaxed);
-            p.entry.duration_ms = u64::try_from(p.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let line = match p.encoding {
-                Encoding::Text => p.entry.to_text(),
-                Encoding::Json => p.entry.to_json(),
-            };
-            p.sink.write_line(&line);
+        if let Some(p) = self.log.take() {
+            p.emit(self.sent);
+        }
+    }
+}
+
+impl PendingLog {
+    /// Completes the entry with the byte counts and duration and writes the line.
+    pub fn emit(mut self, bytes_sent: u64) {
+        self.entry.bytes_sent = bytes_sent;
+        self.entry.bytes_received = self.received.load(Ordering::Relaxed);
+        self.entry.duration_ms =
+            u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let line = match self.encoding {
+            Encoding::Text => self.entry.to_text(),
+            Encoding::Json => self.entry.to_json(),
+        };
+        self.sink.write_line(&line);
+    }
+}
+
+/// Holds a request's access log entry while the proxy works on it. If the work is
+/// abandoned (the downstream went away, so hyper dropped the request future), the
+/// line is written on drop as Envoy writes it: response code 0, flag `DC`,
+/// details `downstream_remote_disconnect`.
+pub struct AbandonGuard(pub Option<PendingLog>);
+
+impl AbandonGuard {
+    /// Takes the entry back when the request produced a response.
+    pub fn complete(&mut self) -> Option<PendingLog> {
+        self.0.take()
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.0.take() {
+            p.entry.response_code = 0;
+            p.entry.response_flags = "DC";
+            p.entry.response_code_details = "downstream_remote_disconnect";
+            p.emit(0);
         }
     }
 }

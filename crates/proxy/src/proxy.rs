@@ -25,7 +25,7 @@ use meshbox_routing::tables::{ClusterEndpoints, ForwardAction, PASSTHROUGH_CLUST
 use meshbox_routing::{ProxyTables, RequestView, RouteAction};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
-use crate::body::{LoggedBody, PendingLog, ProxyBody};
+use crate::body::{AbandonGuard, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
 
 /// What a listener of a proxy is for.
@@ -300,6 +300,13 @@ impl Proxy {
             })
             .boxed()
         });
+        let mut guard = AbandonGuard(self.access_log.load().as_ref().map(|target| PendingLog {
+            entry,
+            start,
+            sink: target.sink.clone(),
+            encoding: target.encoding,
+            received,
+        }));
         let outcome = match role {
             ListenerRole::SidecarInbound { port, app } => {
                 let cluster = format!("inbound|{port}||");
@@ -314,28 +321,24 @@ impl Proxy {
                     .await
             }
         };
-        entry.response_code = outcome.response.status().as_u16();
-        entry.response_flags = outcome.flags;
-        entry.response_code_details = outcome.details;
-        entry.upstream_host = outcome.upstream_host;
-        entry.upstream_local_address = outcome.upstream_local;
-        entry.upstream_cluster = outcome.cluster;
-        entry.route_name = outcome.route.filter(|r| !r.is_empty());
-        entry.upstream_service_time_ms = outcome.service_time_ms;
-        entry.upstream_transport_failure_reason = outcome.transport_failure;
+        let mut log = guard.complete();
+        if let Some(entry) = log.as_mut().map(|p| &mut p.entry) {
+            entry.response_code = outcome.response.status().as_u16();
+            entry.response_flags = outcome.flags;
+            entry.response_code_details = outcome.details;
+            entry.upstream_host = outcome.upstream_host;
+            entry.upstream_local_address = outcome.upstream_local;
+            entry.upstream_cluster = outcome.cluster;
+            entry.route_name = outcome.route.filter(|r| !r.is_empty());
+            entry.upstream_service_time_ms = outcome.service_time_ms;
+            entry.upstream_transport_failure_reason = outcome.transport_failure;
+        }
         let (mut parts, body) = outcome.response.into_parts();
-        if let Some(t) = entry.upstream_service_time_ms {
+        if let Some(t) = outcome.service_time_ms {
             parts
                 .headers
                 .insert("x-envoy-upstream-service-time", HeaderValue::from(t));
         }
-        let log = self.access_log.load().as_ref().map(|target| PendingLog {
-            entry,
-            start,
-            sink: target.sink.clone(),
-            encoding: target.encoding,
-            received,
-        });
         Response::from_parts(parts, LoggedBody::new(body, log))
     }
 

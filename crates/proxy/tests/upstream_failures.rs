@@ -217,3 +217,37 @@ spec:
     );
     assert!(line.duration.parse::<u64>().unwrap() >= 200, "{}", line.raw);
 }
+
+/// Envoy logs a request whose downstream went away before the answer: response code
+/// 0, flag DC, details `downstream_remote_disconnect`. Here the caller's sidecar gives
+/// up (route timeout) and closes its connection to the callee's sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_request_is_logged_as_dc_by_the_callee_sidecar() {
+    let (hold, mut control) = hold();
+    let slow = held_upstream("slow", hold).await;
+    let pod = pod("svc-1", "svc", 8080, slow.addr).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - timeout: 0.2s
+      route:
+        - destination:
+            host: svc
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
+    let reply = send(sidecar.addr, get("http://svc/abandoned", "svc")).await;
+    assert_eq!(control.next_arrival().await, "/abandoned");
+    assert_eq!(reply.status, 504);
+    let line = pod.log.find(|l| l.path == "/abandoned").await;
+    assert_eq!(line.response_code, "0");
+    assert_eq!(line.response_flags, "DC");
+    assert_eq!(line.response_code_details, "downstream_remote_disconnect");
+}
