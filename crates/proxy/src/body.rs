@@ -132,3 +132,44 @@ impl Drop for LoggedBody {
         self.finish();
     }
 }
+
+/// A request body that counts the bytes read from it (`%BYTES_RECEIVED%`) and keeps
+/// its size hint, so a body of known length can be kept for retries.
+pub struct CountingBody<B> {
+    inner: B,
+    counter: Arc<AtomicU64>,
+}
+
+impl<B> CountingBody<B> {
+    /// Wraps `inner`, adding the bytes of each data frame to `counter`.
+    pub fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
+        CountingBody { inner, counter }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for CountingBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod body;
+mod forwarding;
 pub mod proxy;
 pub mod resolver;
 

@@ -21,11 +21,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use meshbox_config::OutboundPolicy;
-use meshbox_routing::tables::{ClusterEndpoints, ForwardAction, PASSTHROUGH_CLUSTER};
+use meshbox_routing::tables::PASSTHROUGH_CLUSTER;
 use meshbox_routing::{ProxyTables, RequestView, RouteAction};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
-use crate::body::{AbandonGuard, LoggedBody, PendingLog, ProxyBody};
+use crate::body::{AbandonGuard, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
 
 /// What a listener of a proxy is for.
@@ -68,10 +68,10 @@ struct AccessLogTarget {
 
 /// A running proxy; share it with `Arc`.
 pub struct Proxy {
-    name: String,
+    pub(crate) name: String,
     tables: ArcSwap<ProxyTables>,
-    client: Client<HttpConnector, ProxyBody>,
-    resolver: Arc<Resolver>,
+    pub(crate) client: Client<HttpConnector, ProxyBody>,
+    pub(crate) resolver: Arc<Resolver>,
     /// Swappable, so that `install` can turn access logs on, off or to JSON.
     access_log: ArcSwapOption<AccessLogTarget>,
     random_state: AtomicU64,
@@ -93,20 +93,20 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// The outcome of routing one request, before logging.
-struct Outcome {
-    response: Response<ProxyBody>,
-    flags: &'static str,
-    details: &'static str,
-    upstream_host: Option<SocketAddr>,
-    upstream_local: Option<SocketAddr>,
-    cluster: Option<String>,
-    route: Option<String>,
-    service_time_ms: Option<u64>,
-    transport_failure: Option<String>,
+pub(crate) struct Outcome {
+    pub(crate) response: Response<ProxyBody>,
+    pub(crate) flags: &'static str,
+    pub(crate) details: &'static str,
+    pub(crate) upstream_host: Option<SocketAddr>,
+    pub(crate) upstream_local: Option<SocketAddr>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) service_time_ms: Option<u64>,
+    pub(crate) transport_failure: Option<String>,
 }
 
 impl Outcome {
-    fn local(
+    pub(crate) fn local(
         status: StatusCode,
         body: &str,
         flags: &'static str,
@@ -130,7 +130,7 @@ impl Outcome {
         self
     }
 
-    fn with_cluster(mut self, cluster: &str) -> Outcome {
+    pub(crate) fn with_cluster(mut self, cluster: &str) -> Outcome {
         self.cluster = Some(cluster.to_string());
         self
     }
@@ -239,7 +239,7 @@ impl Proxy {
 
     /// A pseudo-random number for weighted choices (splitmix64 over a counter:
     /// lock-free, reproducible from the seed).
-    fn next_random(&self) -> u64 {
+    pub(crate) fn next_random(&self) -> u64 {
         let mut z = self
             .random_state
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
@@ -291,15 +291,7 @@ impl Proxy {
         entry.x_forwarded_for = header(&req, "x-forwarded-for");
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
-        let req = req.map(move |body| {
-            body.map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                frame
-            })
-            .boxed()
-        });
+        let req = req.map(move |body| CountingBody::new(body, counter).boxed());
         let mut guard = AbandonGuard(self.access_log.load().as_ref().map(|target| PendingLog {
             entry,
             start,
@@ -448,89 +440,22 @@ impl Proxy {
                 "direct_response",
             ),
             RouteAction::Passthrough => self.passthrough(req, host, port, authority).await,
+            RouteAction::Redirect(redirect) => {
+                let location = redirect.location(&scheme, authority, &path);
+                let status =
+                    StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let mut o = Outcome::local(status, "", "-", "direct_response");
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    o.response.headers_mut().insert(http::header::LOCATION, v);
+                }
+                o
+            }
             RouteAction::Forward(fwd) => {
                 self.forward_route(req, tables, fwd, authority, host, port, &path)
                     .await
             }
         };
         outcome.with_route(&route.name)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn forward_route(
-        &self,
-        mut req: Request<ProxyBody>,
-        tables: &ProxyTables,
-        fwd: &ForwardAction,
-        authority: &str,
-        host: &str,
-        port: u16,
-        path: &str,
-    ) -> Outcome {
-        let Some(choice) = fwd.pick(self.next_random()) else {
-            return Outcome::local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "",
-                "NC",
-                "cluster_not_found",
-            );
-        };
-        // Envoy's router records the upstream cluster only once it has found it: an NC
-        // line shows `-` as %UPSTREAM_CLUSTER%.
-        let Some(cluster) = tables.clusters.get(&choice.cluster) else {
-            return Outcome::local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "",
-                "NC",
-                "cluster_not_found",
-            );
-        };
-        let endpoint = match &cluster.endpoints {
-            ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
-            ClusterEndpoints::Static(addrs) => Some(addrs[cluster.next_index(addrs.len())]),
-            ClusterEndpoints::Dns(names) if names.is_empty() => None,
-            ClusterEndpoints::Dns(names) => {
-                let (name, target_port) = &names[cluster.next_index(names.len())];
-                match self.resolver.resolve(name, *target_port).await {
-                    Ok(addrs) => addrs.first().copied(),
-                    Err(e) => {
-                        tracing::debug!(proxy = %self.name, "{e}");
-                        None
-                    }
-                }
-            }
-            ClusterEndpoints::OriginalDestination => {
-                match self.resolver.resolve(host, port).await {
-                    Ok(addrs) => addrs.first().copied(),
-                    Err(e) => return dns_failure(&e.host).with_cluster(&cluster.name),
-                }
-            }
-        };
-        let Some(endpoint) = endpoint else {
-            return Outcome::local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream",
-                "UH",
-                "no_healthy_upstream",
-            )
-            .with_cluster(&cluster.name);
-        };
-        let new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
-        if new_path.is_some() {
-            if let Ok(v) = HeaderValue::from_str(path) {
-                req.headers_mut().insert("x-envoy-original-path", v);
-            }
-        }
-        let authority = fwd.authority_rewrite.as_deref().unwrap_or(authority);
-        self.forward(
-            req,
-            endpoint,
-            Some(authority),
-            new_path.as_deref(),
-            fwd.timeout,
-        )
-        .await
-        .with_cluster(&cluster.name)
     }
 
     /// A host the registry does not know: Passthrough (ALLOW_ANY) or BlackHole
@@ -581,7 +506,7 @@ impl Proxy {
     }
 
     /// Sends the request to one endpoint over a pooled connection.
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         req: Request<ProxyBody>,
         endpoint: SocketAddr,
@@ -686,7 +611,7 @@ impl Proxy {
 
 /// 503 DF: the name is known neither to the mesh nor to DNS. In a pod, the
 /// application's own lookup would fail; the sidecar says so, naming the host.
-fn dns_failure(host: &str) -> Outcome {
+pub(crate) fn dns_failure(host: &str) -> Outcome {
     let body = format!(
         "DNS resolution failed for {host}: the name is neither a mesh service nor known to DNS"
     );

@@ -78,13 +78,13 @@ spec:
     assert_eq!(app.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
-/// An endpoint that refuses the connection: Envoy's 503 with the body
-/// `upstream connect error or disconnect/reset before headers. reset reason:
-/// connection failure`, flag UF, and the endpoint as upstream host. (Istio's default
-/// retry policy would first retry twice and then say "retried and the latest reset
-/// reason"; meshbox does not retry.)
+/// An endpoint that refuses the connection: Istio's default retry policy
+/// (`connect-failure`, 2 retries) tries twice more, then Envoy answers 503 with the
+/// body `upstream connect error or disconnect/reset before headers. retried and the
+/// latest reset reason: connection failure`, flags UF and URX, and the endpoint as
+/// upstream host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connection_is_503_uf_with_envoy_body() {
+async fn refused_connection_is_503_uf_urx_after_istio_default_retries() {
     let refusing: SocketAddr = refusing_addr().await;
     let sidecar = sidecar_for(
         &service_yaml("svc", "svc", 8080),
@@ -95,10 +95,10 @@ async fn refused_connection_is_503_uf_with_envoy_body() {
     assert_eq!(reply.status, 503);
     assert_eq!(
         reply.body,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure"
     );
     let line = sidecar.log.only_line().await;
-    assert_eq!(line.response_flags, "UF");
+    assert_eq!(line.response_flags, "UF,URX");
     assert_eq!(
         line.response_code_details,
         "upstream_reset_before_response_started{connection_failure}"
@@ -113,8 +113,9 @@ async fn refused_connection_is_503_uf_with_envoy_body() {
 }
 
 /// The same at the destination's sidecar: its app is not listening, so its inbound
-/// listener answers 503 UF, which the caller's sidecar passes on as the upstream's
-/// answer (`via_upstream`).
+/// listener (which does not retry) answers 503 UF. The caller's sidecar retries that
+/// 503 twice (Istio's default `retriable-status-codes: 503`), then passes it on as the
+/// upstream's answer (`via_upstream`) with flag URX.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_not_listening_behind_inbound_sidecar_is_503_uf_at_the_inbound() {
     let refusing = refusing_addr().await;
@@ -130,13 +131,15 @@ async fn app_not_listening_behind_inbound_sidecar_is_503_uf_at_the_inbound() {
         reply.body.ends_with("reset reason: connection failure"),
         "{reply:?}"
     );
-    let inbound = pod.log.only_line().await;
+    let tries = pod.log.wait_for(3).await;
+    assert_eq!(tries.len(), 3, "one try and two retries: {tries:#?}");
+    let inbound = pod.log.line(1).await;
     assert_eq!(inbound.response_flags, "UF");
     assert_eq!(inbound.upstream_cluster, "inbound|8080||");
     assert_eq!(inbound.upstream_host, refusing.to_string());
     let outbound = sidecar.log.only_line().await;
     assert_eq!(outbound.response_code, "503");
-    assert_eq!(outbound.response_flags, "-");
+    assert_eq!(outbound.response_flags, "URX");
     assert_eq!(outbound.response_code_details, "via_upstream");
 }
 

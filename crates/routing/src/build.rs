@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use meshbox_config::istio::{
-    DestinationRuleSpec, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+    Destination, DestinationRuleSpec, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
 };
 use meshbox_config::validate::parse_duration;
 use meshbox_config::{Kind, MeshOptions, OutboundPolicy, Resource, Spec, Store};
 
+use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use crate::registry::{
     resolve_short_name, selects, Protocol, Registry, Resolution, ServiceInfo, ServiceSource,
     TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
@@ -71,16 +72,16 @@ impl<'a> MeshState<'a> {
                         routes: vec![Route {
                             name: "default".into(),
                             matcher: RouteMatch::default(),
-                            action: RouteAction::Forward(ForwardAction {
+                            action: RouteAction::Forward(Box::new(ForwardAction {
                                 clusters: vec![WeightedCluster {
                                     cluster,
                                     weight: 100,
+                                    ..Default::default()
                                 }],
                                 total_weight: 100,
-                                uri_rewrite: None,
-                                authority_rewrite: None,
-                                timeout: None,
-                            }),
+                                // The default route carries Istio's default retry policy.
+                                ..Default::default()
+                            })),
                             source: None,
                         }],
                         catch_all: None,
@@ -638,6 +639,13 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         vs_ns: &str,
         listener_port: u32,
     ) -> RouteAction {
+        let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
+            None => Some("/".to_string()),
+            Some(StringMatch {
+                prefix: Some(p), ..
+            }) => Some(p.clone()),
+            Some(_) => None,
+        };
         if let Some(dr) = &rule.direct_response {
             let body = dr
                 .body
@@ -649,49 +657,62 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                 body,
             };
         }
+        if let Some(r) = &rule.redirect {
+            return RouteAction::Redirect(Redirect::compile(r, matched_prefix.as_deref()));
+        }
         let mut clusters = Vec::new();
         for d in &rule.route {
-            let fqdn = resolve_short_name(&d.destination.host, vs_ns);
-            let subset = d.destination.subset.clone().unwrap_or_default();
-            let port = d.destination.port.as_ref().and_then(|p| p.number);
-            // Istio's GetDestinationCluster: the destination's port, else the service's
-            // only port, else the listener port.
-            let cluster = match self.state.registry.services.get(&fqdn) {
-                Some(svc) => {
-                    let port = port
-                        .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port))
-                        .unwrap_or(listener_port);
-                    self.cluster_for(svc, port, &subset)
-                }
-                // No such service: a cluster that does not exist (503 NC at request time).
-                None => outbound_cluster_name(port.unwrap_or(listener_port), &subset, &fqdn),
-            };
+            let cluster = self.destination_cluster(&d.destination, vs_ns, listener_port);
             let weight = match (rule.route.len(), d.weight) {
                 (1, _) => 100,
                 (_, Some(w)) => u32::try_from(w).unwrap_or(0),
                 (_, None) => 0,
             };
-            clusters.push(WeightedCluster { cluster, weight });
+            clusters.push(WeightedCluster {
+                cluster,
+                weight,
+                request_headers: HeaderOps::compile(
+                    d.headers.as_ref().and_then(|h| h.request.as_ref()),
+                ),
+                response_headers: HeaderOps::compile(
+                    d.headers.as_ref().and_then(|h| h.response.as_ref()),
+                ),
+            });
         }
         let total_weight = clusters.iter().map(|c| c.weight).sum();
         let uri_rewrite = rule
             .rewrite
             .as_ref()
             .and_then(|r| r.uri.clone())
-            .map(|replacement| {
-                let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
-                    None => Some("/".to_string()),
-                    Some(StringMatch {
-                        prefix: Some(p), ..
-                    }) => Some(p.clone()),
-                    Some(_) => None,
-                };
-                UriRewrite {
-                    matched_prefix,
-                    replacement,
-                }
+            .map(|replacement| UriRewrite {
+                matched_prefix: matched_prefix.clone(),
+                replacement,
             });
-        RouteAction::Forward(ForwardAction {
+        let mut mirrors: Vec<Mirror> = Vec::new();
+        if let Some(dest) = &rule.mirror {
+            // `mirrorPercentage`, else the old integer `mirrorPercent`, else 100%.
+            let percent = rule
+                .mirror_percentage
+                .as_ref()
+                .and_then(|p| p.value)
+                .or(rule.mirror_percent.map(f64::from))
+                .unwrap_or(100.0);
+            mirrors.push(Mirror {
+                cluster: self.destination_cluster(dest, vs_ns, listener_port),
+                percent,
+            });
+        }
+        for mp in &rule.mirrors {
+            mirrors.push(Mirror {
+                cluster: self.destination_cluster(&mp.destination, vs_ns, listener_port),
+                percent: mp
+                    .percentage
+                    .as_ref()
+                    .and_then(|p| p.value)
+                    .unwrap_or(100.0),
+            });
+        }
+        RouteAction::Forward(Box::new(ForwardAction {
             clusters,
             total_weight,
             uri_rewrite,
@@ -701,7 +722,45 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                 .as_deref()
                 .and_then(parse_duration)
                 .filter(|d| !d.is_zero()),
-        })
+            request_headers: HeaderOps::compile(
+                rule.headers.as_ref().and_then(|h| h.request.as_ref()),
+            ),
+            response_headers: HeaderOps::compile(
+                rule.headers.as_ref().and_then(|h| h.response.as_ref()),
+            ),
+            fault: Fault::compile(rule.fault.as_ref()),
+            retry: RetryPolicy::compile(rule.retries.as_ref()),
+            mirrors,
+            cors: Cors::compile(rule.cors_policy.as_ref()),
+            regex_rewrite: rule
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.uri_regex_rewrite.as_ref())
+                .and_then(|rr| {
+                    RegexRewrite::compile(
+                        rr.pattern.as_deref()?,
+                        rr.rewrite.as_deref().unwrap_or(""),
+                    )
+                }),
+        }))
+    }
+
+    /// The cluster a destination names: Istio's GetDestinationCluster takes the
+    /// destination's port, else the service's only port, else the listener port. A
+    /// host that is no service gives a cluster name that does not exist (503 NC).
+    fn destination_cluster(&mut self, d: &Destination, vs_ns: &str, listener_port: u32) -> String {
+        let fqdn = resolve_short_name(&d.host, vs_ns);
+        let subset = d.subset.clone().unwrap_or_default();
+        let port = d.port.as_ref().and_then(|p| p.number);
+        match self.state.registry.services.get(&fqdn) {
+            Some(svc) => {
+                let port = port
+                    .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port))
+                    .unwrap_or(listener_port);
+                self.cluster_for(svc, port, &subset)
+            }
+            None => outbound_cluster_name(port.unwrap_or(listener_port), &subset, &fqdn),
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
+
+use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use meshbox_config::{Origin, OutboundPolicy};
 
 /// Istio's name for the cluster that forwards to the original destination.
@@ -428,8 +430,12 @@ impl UriRewrite {
 }
 
 /// A destination cluster with its weight.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WeightedCluster {
+    /// `route[].headers.request` of this destination.
+    pub request_headers: HeaderOps,
+    /// `route[].headers.response` of this destination.
+    pub response_headers: HeaderOps,
     /// Cluster name, `outbound|PORT|SUBSET|HOST`.
     pub cluster: String,
     /// The destination's `weight` (100 for a lone destination).
@@ -440,7 +446,7 @@ pub struct WeightedCluster {
 #[derive(Debug)]
 pub enum RouteAction {
     /// Forward to one of the clusters, chosen by weight.
-    Forward(ForwardAction),
+    Forward(Box<ForwardAction>),
     /// Answer directly with this status and body (`directResponse`, `block_all`).
     DirectResponse {
         /// The HTTP status code.
@@ -450,11 +456,27 @@ pub enum RouteAction {
     },
     /// Forward to the original destination (`allow_any`).
     Passthrough,
+    /// Answer with a redirect (`redirect`).
+    Redirect(Redirect),
 }
 
 /// Forwarding: where and how.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ForwardAction {
+    /// `headers.request` of the rule.
+    pub request_headers: HeaderOps,
+    /// `headers.response` of the rule.
+    pub response_headers: HeaderOps,
+    /// `fault`.
+    pub fault: Option<Fault>,
+    /// `retries`, or Istio's default policy.
+    pub retry: RetryPolicy,
+    /// `mirror` / `mirrors`.
+    pub mirrors: Vec<Mirror>,
+    /// `corsPolicy`.
+    pub cors: Option<Cors>,
+    /// `rewrite.uriRegexRewrite`.
+    pub regex_rewrite: Option<RegexRewrite>,
     /// The route's destinations, each with its weight.
     pub clusters: Vec<WeightedCluster>,
     /// Sum of the weights; the random pick is taken modulo this.
@@ -575,16 +597,16 @@ mod tests {
                 WeightedCluster {
                     cluster: "a".into(),
                     weight: 10,
+                    ..Default::default()
                 },
                 WeightedCluster {
                     cluster: "b".into(),
                     weight: 90,
+                    ..Default::default()
                 },
             ],
             total_weight: 100,
-            uri_rewrite: None,
-            authority_rewrite: None,
-            timeout: None,
+            ..Default::default()
         };
         let a = (0..1000u64)
             .filter(|i| f.pick(*i).map(|c| c.cluster.as_str()) == Some("a"))

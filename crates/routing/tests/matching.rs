@@ -484,14 +484,13 @@ fn weighted(weights: &[(&str, u32)]) -> ForwardAction {
         .map(|(c, w)| WeightedCluster {
             cluster: c.to_string(),
             weight: *w,
+            ..Default::default()
         })
         .collect();
     ForwardAction {
         total_weight: clusters.iter().map(|c| c.weight).sum(),
         clusters,
-        uri_rewrite: None,
-        authority_rewrite: None,
-        timeout: None,
+        ..Default::default()
     }
 }
 

@@ -232,6 +232,9 @@ pub fn outcome(tables: &ProxyTables, port: u32, req: &RequestView<'_>) -> String
             .join(","),
         RouteAction::DirectResponse { status, body } => format!("direct {status} {body:?}"),
         RouteAction::Passthrough => "passthrough".into(),
+        RouteAction::Redirect(r) => {
+            format!("redirect {} {}", r.code, r.location("http", "host", "/"))
+        }
     }
 }
 

@@ -1,0 +1,416 @@
+//! Forwarding along a VirtualService route, in the order of Istio's HTTP filter
+//! chain: CORS, fault injection, then the router with header operations, mirrors,
+//! retries and timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ORIGIN};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+
+use meshbox_routing::policy::{chance, Cors, HeaderOps};
+use meshbox_routing::tables::{Cluster, ClusterEndpoints, ForwardAction};
+use meshbox_routing::ProxyTables;
+
+use crate::body::ProxyBody;
+use crate::proxy::{dns_failure, Outcome, Proxy};
+
+/// Bodies up to this size are kept for retries and mirrors (Envoy's default
+/// per-connection buffer limit is 1 MiB).
+const REPLAY_LIMIT: u64 = 1 << 20;
+
+/// Envoy's default retry back-off base interval.
+const RETRY_BASE: Duration = Duration::from_millis(25);
+
+impl Proxy {
+    /// Serves one request along a forwarding route.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn forward_route(
+        &self,
+        req: Request<ProxyBody>,
+        tables: &ProxyTables,
+        fwd: &ForwardAction,
+        authority: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Outcome {
+        let origin = req
+            .headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Envoy's CORS filter answers an allowed preflight itself.
+        if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {
+            let preflight = req.method() == Method::OPTIONS
+                && req.headers().contains_key("access-control-request-method");
+            if preflight && cors.allows(origin) {
+                let mut o = Outcome::local(StatusCode::OK, "", "-", "cors_response");
+                add_cors_headers(o.response.headers_mut(), cors, origin, true);
+                return o;
+            }
+        }
+        let mut delayed = false;
+        if let Some(fault) = &fwd.fault {
+            if let Some((delay, pct)) = fault.delay {
+                if chance(pct, self.next_random()) {
+                    tokio::time::sleep(delay).await;
+                    delayed = true;
+                }
+            }
+            if let Some((status, pct)) = fault.abort {
+                if chance(pct, self.next_random()) {
+                    let code =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    let flags = if delayed { "DI,FI" } else { "FI" };
+                    return Outcome::local(code, "fault filter abort", flags, "fault_filter_abort");
+                }
+            }
+        }
+        let Some(choice) = fwd.pick(self.next_random()) else {
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "NC",
+                "cluster_not_found",
+            );
+        };
+        // Envoy's router records the upstream cluster only once it has found it: an NC
+        // line shows `-` as %UPSTREAM_CLUSTER%.
+        let Some(cluster) = tables.clusters.get(&choice.cluster) else {
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "NC",
+                "cluster_not_found",
+            );
+        };
+
+        let (mut parts, body) = req.into_parts();
+        let mut new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
+        if let Some(rr) = &fwd.regex_rewrite {
+            new_path = Some(rr.apply(new_path.as_deref().unwrap_or(path)));
+        }
+        if new_path.is_some() {
+            if let Ok(v) = HeaderValue::from_str(path) {
+                parts.headers.insert("x-envoy-original-path", v);
+            }
+        }
+        let request_ops = fwd.request_headers.then(&choice.request_headers);
+        request_ops.apply(&mut parts.headers);
+        let authority = fwd
+            .authority_rewrite
+            .as_deref()
+            .unwrap_or(authority)
+            .to_string();
+
+        // Keep the body when it may be sent more than once.
+        let wants_replay = fwd.retry.attempts > 0 || !fwd.mirrors.is_empty();
+        let small = body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT);
+        let (mut first_body, replay) = if wants_replay && small {
+            match body.collect().await {
+                Ok(collected) => (None, Some(collected.to_bytes())),
+                Err(_) => {
+                    return Outcome::local(
+                        StatusCode::BAD_REQUEST,
+                        "",
+                        "DPE",
+                        "downstream_body_error",
+                    );
+                }
+            }
+        } else {
+            (Some(body), None)
+        };
+
+        if let Some(bytes) = &replay {
+            for mirror in &fwd.mirrors {
+                if chance(mirror.percent, self.next_random()) {
+                    self.send_mirror(
+                        tables,
+                        &mirror.cluster,
+                        &parts,
+                        bytes.clone(),
+                        &authority,
+                        new_path.as_deref(),
+                    );
+                }
+            }
+        }
+
+        let retries = if replay.is_some() {
+            fwd.retry.attempts
+        } else {
+            0
+        };
+        let per_try = fwd.retry.per_try_timeout.or(fwd.timeout);
+        let attempts = async {
+            let mut attempt = 0u32;
+            loop {
+                let endpoint = match self.endpoint(cluster, host, port).await {
+                    Ok(Some(e)) => e,
+                    Ok(None) => {
+                        return Outcome::local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no healthy upstream",
+                            "UH",
+                            "no_healthy_upstream",
+                        )
+                    }
+                    Err(outcome) => return outcome,
+                };
+                let body = match (&replay, first_body.take()) {
+                    (Some(bytes), _) => Full::new(bytes.clone())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                    (None, Some(b)) => b,
+                    (None, None) => break_outcome(),
+                };
+                let req = rebuild(&parts, body);
+                let outcome = self
+                    .forward(
+                        req,
+                        endpoint,
+                        Some(&authority),
+                        new_path.as_deref(),
+                        per_try,
+                    )
+                    .await;
+                let retriable = match outcome.flags {
+                    "UF" => fwd.retry.retries_connect_failure(),
+                    "UC" => fwd.retry.retries_reset(),
+                    "UT" => fwd.retry.retries_status(504),
+                    _ => {
+                        outcome.details == "via_upstream"
+                            && fwd.retry.retries_status(outcome.response.status().as_u16())
+                    }
+                };
+                if !retriable || attempt >= retries {
+                    return if attempt > 0 && retriable {
+                        exhausted(outcome)
+                    } else {
+                        outcome
+                    };
+                }
+                attempt += 1;
+                // Envoy's back-off: a random wait up to base * 2^(n-1).
+                let cap = RETRY_BASE.as_millis() as u64 * (1u64 << (attempt - 1).min(4));
+                tokio::time::sleep(Duration::from_millis(self.next_random() % cap.max(1))).await;
+            }
+        };
+        // The route timeout covers every try (Envoy's route `timeout`).
+        let mut outcome = match fwd.timeout.filter(|_| retries > 0) {
+            Some(t) => match tokio::time::timeout(t, attempts).await {
+                Ok(o) => o,
+                Err(_) => Outcome::local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout",
+                    "UT",
+                    "response_timeout",
+                ),
+            },
+            None => attempts.await,
+        };
+        if delayed && outcome.flags == "-" {
+            outcome.flags = "DI";
+        }
+        let response_ops: HeaderOps = fwd.response_headers.then(&choice.response_headers);
+        response_ops.apply(outcome.response.headers_mut());
+        if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {
+            if cors.allows(origin) {
+                add_cors_headers(outcome.response.headers_mut(), cors, origin, false);
+            }
+        }
+        outcome.with_cluster(&cluster.name)
+    }
+
+    /// The endpoint for the next try: round robin over known addresses, a DNS
+    /// lookup for DNS clusters, the request's own host for original destination.
+    async fn endpoint(
+        &self,
+        cluster: &Cluster,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<SocketAddr>, Outcome> {
+        Ok(match &cluster.endpoints {
+            ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
+            ClusterEndpoints::Static(addrs) => Some(addrs[cluster.next_index(addrs.len())]),
+            ClusterEndpoints::Dns(names) if names.is_empty() => None,
+            ClusterEndpoints::Dns(names) => {
+                let (name, target_port) = &names[cluster.next_index(names.len())];
+                match self.resolver.resolve(name, *target_port).await {
+                    Ok(addrs) => addrs.first().copied(),
+                    Err(e) => {
+                        tracing::debug!(proxy = %self.name, "{e}");
+                        None
+                    }
+                }
+            }
+            ClusterEndpoints::OriginalDestination => {
+                match self.resolver.resolve(host, port).await {
+                    Ok(addrs) => addrs.first().copied(),
+                    Err(e) => return Err(dns_failure(&e.host).with_cluster(&cluster.name)),
+                }
+            }
+        })
+    }
+
+    /// Sends a copy of the request to a mirror cluster and forgets it: the answer is
+    /// dropped and never delays or changes the real one. Envoy adds `-shadow` to the
+    /// host of mirrored requests.
+    fn send_mirror(
+        &self,
+        tables: &ProxyTables,
+        cluster_name: &str,
+        parts: &http::request::Parts,
+        body: Bytes,
+        authority: &str,
+        new_path: Option<&str>,
+    ) {
+        let Some(cluster) = tables.clusters.get(cluster_name) else {
+            return;
+        };
+        let ClusterEndpoints::Static(addrs) = &cluster.endpoints else {
+            return;
+        };
+        if addrs.is_empty() {
+            return;
+        }
+        let endpoint = addrs[cluster.next_index(addrs.len())];
+        let shadow = shadow_authority(authority);
+        let path = new_path.map(str::to_string).unwrap_or_else(|| {
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into())
+        });
+        let mut req = rebuild(
+            parts,
+            Full::new(body).map_err(|never| match never {}).boxed(),
+        );
+        let Ok(uri) = http::Uri::builder()
+            .scheme("http")
+            .authority(endpoint.to_string())
+            .path_and_query(path)
+            .build()
+        else {
+            return;
+        };
+        *req.uri_mut() = uri;
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                if let Ok(resp) = client.request(req).await {
+                    let _ = resp.into_body().collect().await;
+                }
+            })
+            .await;
+        });
+    }
+}
+
+/// A request with these parts and a new body (the parts are kept for further tries).
+fn rebuild(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// An empty body, for the impossible case of a second try without a kept body.
+fn break_outcome() -> ProxyBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The final try failed too: Envoy adds URX and, for resets, says it retried.
+fn exhausted(mut outcome: Outcome) -> Outcome {
+    match outcome.flags {
+        "UF" | "UC" => {
+            let reason = if outcome.flags == "UF" {
+                "connection failure"
+            } else {
+                "connection termination"
+            };
+            let body = format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {reason}");
+            let flags = if outcome.flags == "UF" {
+                "UF,URX"
+            } else {
+                "UC,URX"
+            };
+            let mut o = Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &body,
+                flags,
+                outcome.details,
+            );
+            o.upstream_host = outcome.upstream_host;
+            o.transport_failure = outcome.transport_failure.take();
+            o
+        }
+        "UT" => {
+            outcome.flags = "UT,URX";
+            outcome
+        }
+        _ => {
+            outcome.flags = "URX";
+            outcome
+        }
+    }
+}
+
+/// `host[:port]` → `host-shadow[:port]`.
+fn shadow_authority(authority: &str) -> String {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']') => {
+            format!("{h}-shadow:{p}")
+        }
+        _ => format!("{authority}-shadow"),
+    }
+}
+
+fn add_cors_headers(headers: &mut http::HeaderMap, cors: &Cors, origin: &str, preflight: bool) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set("access-control-allow-origin", origin);
+    if cors.allow_credentials {
+        set("access-control-allow-credentials", "true");
+    }
+    if preflight {
+        if let Some(m) = &cors.allow_methods {
+            set("access-control-allow-methods", m);
+        }
+        if let Some(h) = &cors.allow_headers {
+            set("access-control-allow-headers", h);
+        }
+        if let Some(a) = &cors.max_age {
+            set("access-control-max-age", a);
+        }
+    } else if let Some(e) = &cors.expose_headers {
+        set("access-control-expose-headers", e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_host_keeps_the_port() {
+        assert_eq!(shadow_authority("svc:8080"), "svc-shadow:8080");
+        assert_eq!(shadow_authority("svc"), "svc-shadow");
+    }
+}
