@@ -35,19 +35,28 @@ pub struct LoggedBody {
     inner: ProxyBody,
     sent: u64,
     log: Option<PendingLog>,
+    hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl LoggedBody {
     /// Wraps `inner`; `log` is written when the body ends or is dropped.
     pub fn new(inner: ProxyBody, log: Option<PendingLog>) -> LoggedBody {
         LoggedBody {
+            hold: None,
             inner,
             sent: 0,
             log,
         }
     }
 
+    /// Keeps `hold` alive until the body is done (for connection-pool admissions).
+    pub fn holding(mut self, hold: Option<Box<dyn Send + Sync>>) -> LoggedBody {
+        self.hold = hold;
+        self
+    }
+
     fn finish(&mut self) {
+        self.hold = None;
         if let Some(p) = self.log.take() {
             p.emit(self.sent);
         }

@@ -11,12 +11,14 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 
+use meshbox_routing::cluster_policy::{HashKey, LbPolicy};
 use meshbox_routing::policy::{chance, Cors, HeaderOps};
 use meshbox_routing::tables::{Cluster, ClusterEndpoints, ForwardAction};
 use meshbox_routing::ProxyTables;
 
+use crate::balancer::{hash_key, ClusterState};
 use crate::body::ProxyBody;
-use crate::proxy::{dns_failure, Outcome, Proxy};
+use crate::proxy::{dns_failure, Outcome, PeerAddr, Proxy};
 
 /// Bodies up to this size are kept for retries and mirrors (Envoy's default
 /// per-connection buffer limit is 1 MiB).
@@ -89,7 +91,26 @@ impl Proxy {
             );
         };
 
+        let state = self
+            .cluster_states
+            .load()
+            .get(&cluster.name)
+            .unwrap_or_default();
+        let Some(admission) = state.admit().await else {
+            // Envoy's circuit breaker: connections and pending requests are all taken.
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                "UO",
+                "upstream_reset_before_response_started{overflow}",
+            )
+            .with_cluster(&cluster.name);
+        };
         let (mut parts, body) = req.into_parts();
+        let (hash, set_cookie) = match &cluster.policy.lb {
+            LbPolicy::ConsistentHash(key) => hash_input(key, &parts, || self.next_random()),
+            _ => (None, None),
+        };
         let mut new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
         if let Some(rr) = &fwd.regex_rewrite {
             new_path = Some(rr.apply(new_path.as_deref().unwrap_or(path)));
@@ -150,7 +171,7 @@ impl Proxy {
         let attempts = async {
             let mut attempt = 0u32;
             loop {
-                let endpoint = match self.endpoint(cluster, host, port).await {
+                let endpoint = match self.endpoint(cluster, &state, hash, host, port).await {
                     Ok(Some(e)) => e,
                     Ok(None) => {
                         return Outcome::local(
@@ -170,6 +191,7 @@ impl Proxy {
                     (None, None) => break_outcome(),
                 };
                 let req = rebuild(&parts, body);
+                let active = state.start(endpoint);
                 let outcome = self
                     .forward(
                         req,
@@ -179,6 +201,15 @@ impl Proxy {
                         per_try,
                     )
                     .await;
+                drop(active);
+                if let Some(policy) = &cluster.policy.outlier {
+                    let status = match outcome.flags {
+                        "UF" | "UC" => None,
+                        "UT" => Some(504),
+                        _ => Some(outcome.response.status().as_u16()),
+                    };
+                    state.record(policy, endpoint, status, &self.clock);
+                }
                 let retriable = match outcome.flags {
                     "UF" => fwd.retry.retries_connect_failure(),
                     "UC" => fwd.retry.retries_reset(),
@@ -217,6 +248,15 @@ impl Proxy {
         if delayed && outcome.flags == "-" {
             outcome.flags = "DI";
         }
+        if let Some(cookie) = set_cookie {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                outcome
+                    .response
+                    .headers_mut()
+                    .append(http::header::SET_COOKIE, v);
+            }
+        }
+        outcome.hold = Some(Box::new(admission));
         let response_ops: HeaderOps = fwd.response_headers.then(&choice.response_headers);
         response_ops.apply(outcome.response.headers_mut());
         if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {
@@ -232,12 +272,23 @@ impl Proxy {
     async fn endpoint(
         &self,
         cluster: &Cluster,
+        state: &ClusterState,
+        hash: Option<u64>,
         host: &str,
         port: u16,
     ) -> Result<Option<SocketAddr>, Outcome> {
+        if cluster.policy.lb == LbPolicy::Passthrough {
+            // PASSTHROUGH: the address the caller asked for, no balancing.
+            return match self.resolver.resolve(host, port).await {
+                Ok(addrs) => Ok(addrs.first().copied()),
+                Err(e) => Err(dns_failure(&e.host).with_cluster(&cluster.name)),
+            };
+        }
         Ok(match &cluster.endpoints {
             ClusterEndpoints::Static(addrs) if addrs.is_empty() => None,
-            ClusterEndpoints::Static(addrs) => Some(addrs[cluster.next_index(addrs.len())]),
+            ClusterEndpoints::Static(addrs) => {
+                state.pick(cluster, addrs, hash, &self.clock, || self.next_random())
+            }
             ClusterEndpoints::Dns(names) if names.is_empty() => None,
             ClusterEndpoints::Dns(names) => {
                 let (name, target_port) = &names[cluster.next_index(names.len())];
@@ -313,6 +364,65 @@ impl Proxy {
             })
             .await;
         });
+    }
+}
+
+/// The consistent-hash value of a request, and a `Set-Cookie` when Envoy would
+/// generate the hash cookie (`httpCookie` with a `ttl`, cookie absent).
+fn hash_input(
+    key: &HashKey,
+    parts: &http::request::Parts,
+    mut random: impl FnMut() -> u64,
+) -> (Option<u64>, Option<String>) {
+    match key {
+        HashKey::Header(name) => (
+            parts
+                .headers
+                .get(name.as_str())
+                .map(|v| hash_key(v.as_bytes())),
+            None,
+        ),
+        HashKey::SourceIp => (
+            parts
+                .extensions
+                .get::<PeerAddr>()
+                .map(|p| hash_key(p.0.ip().to_string().as_bytes())),
+            None,
+        ),
+        HashKey::QueryParam(name) => {
+            let value = parts.uri.query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| v.to_string())
+                })
+            });
+            (value.map(|v| hash_key(v.as_bytes())), None)
+        }
+        HashKey::Cookie { name, path, ttl } => {
+            let found = parts
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_string())
+                });
+            match (found, ttl) {
+                (Some(v), _) => (Some(hash_key(v.as_bytes())), None),
+                (None, Some(ttl)) => {
+                    let value = format!("{:016x}", random());
+                    let mut cookie = format!("{name}=\"{value}\"; Max-Age={}", ttl.as_secs());
+                    if let Some(p) = path {
+                        cookie.push_str(&format!("; Path={p}"));
+                    }
+                    cookie.push_str("; HttpOnly");
+                    (Some(hash_key(value.as_bytes())), Some(cookie))
+                }
+                (None, None) => (None, None),
+            }
+        }
     }
 }
 

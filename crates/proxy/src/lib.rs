@@ -6,6 +6,7 @@
 //! Istio's access log.
 
 pub mod access_log;
+mod balancer;
 pub mod body;
 mod forwarding;
 pub mod proxy;

@@ -25,8 +25,13 @@ use meshbox_routing::tables::PASSTHROUGH_CLUSTER;
 use meshbox_routing::{ProxyTables, RequestView, RouteAction};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
+use crate::balancer::{Clock, ClusterStates};
 use crate::body::{AbandonGuard, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
+
+/// The downstream peer of a request (for `useSourceIp` hashing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// What a listener of a proxy is for.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +74,10 @@ struct AccessLogTarget {
 /// A running proxy; share it with `Arc`.
 pub struct Proxy {
     pub(crate) name: String,
+    /// Endpoint health, load and pool limits, carried across table updates.
+    pub(crate) cluster_states: ArcSwap<ClusterStates>,
+    /// Time base for outlier ejections.
+    pub(crate) clock: Clock,
     tables: ArcSwap<ProxyTables>,
     pub(crate) client: Client<HttpConnector, ProxyBody>,
     pub(crate) resolver: Arc<Resolver>,
@@ -103,6 +112,8 @@ pub(crate) struct Outcome {
     pub(crate) route: Option<String>,
     pub(crate) service_time_ms: Option<u64>,
     pub(crate) transport_failure: Option<String>,
+    /// Kept alive until the response body is done (a connection-pool admission).
+    pub(crate) hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl Outcome {
@@ -122,6 +133,7 @@ impl Outcome {
             route: None,
             service_time_ms: None,
             transport_failure: None,
+            hold: None,
         }
     }
 
@@ -175,6 +187,11 @@ impl Proxy {
             .build(connector);
         Arc::new(Proxy {
             name: settings.name,
+            cluster_states: ArcSwap::from_pointee(ClusterStates::carry_over(
+                &ClusterStates::default(),
+                &tables,
+            )),
+            clock: Clock::new(),
             tables: ArcSwap::from_pointee(tables),
             client,
             resolver: settings.resolver,
@@ -194,6 +211,8 @@ impl Proxy {
 
     /// Replaces the tables; requests in flight finish on the tables they started with.
     pub fn update(&self, tables: ProxyTables) {
+        let states = ClusterStates::carry_over(&self.cluster_states.load(), &tables);
+        self.cluster_states.store(Arc::new(states));
         self.tables.store(Arc::new(tables));
     }
 
@@ -291,7 +310,8 @@ impl Proxy {
         entry.x_forwarded_for = header(&req, "x-forwarded-for");
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
-        let req = req.map(move |body| CountingBody::new(body, counter).boxed());
+        let mut req = req.map(move |body| CountingBody::new(body, counter).boxed());
+        req.extensions_mut().insert(PeerAddr(peer));
         let mut guard = AbandonGuard(self.access_log.load().as_ref().map(|target| PendingLog {
             entry,
             start,
@@ -331,7 +351,7 @@ impl Proxy {
                 .headers
                 .insert("x-envoy-upstream-service-time", HeaderValue::from(t));
         }
-        Response::from_parts(parts, LoggedBody::new(body, log))
+        Response::from_parts(parts, LoggedBody::new(body, log).holding(outcome.hold))
     }
 
     /// A workload's outbound request, sent through its sidecar as `HTTP_PROXY`.
@@ -583,6 +603,7 @@ impl Proxy {
                         u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX),
                     ),
                     transport_failure: None,
+                    hold: None,
                 }
             }
             Err(e) => {

@@ -13,6 +13,7 @@ use meshbox_config::istio::{
 use meshbox_config::validate::parse_duration;
 use meshbox_config::{Kind, MeshOptions, OutboundPolicy, Resource, Spec, Store};
 
+use crate::cluster_policy::ClusterPolicy;
 use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use crate::registry::{
     resolve_short_name, selects, Protocol, Registry, Resolution, ServiceInfo, ServiceSource,
@@ -473,12 +474,13 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         if self.clusters.contains_key(&name) {
             return name;
         }
+        let dr = self
+            .state
+            .destination_rule(&svc.hostname, &self.proxy.namespace, &svc.namespace);
+        let policy = ClusterPolicy::from_rule(dr, port, subset);
         let subset_labels = if subset.is_empty() {
             None
         } else {
-            let dr =
-                self.state
-                    .destination_rule(&svc.hostname, &self.proxy.namespace, &svc.namespace);
             match dr.and_then(|dr| dr.subsets.iter().find(|s| s.name == subset)) {
                 Some(s) => Some(s.labels.clone()),
                 // An undefined subset has no cluster: requests get 503 NC, as in Istio.
@@ -541,8 +543,10 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                 }
             }
         };
-        self.clusters
-            .insert(name.clone(), Cluster::new(name.clone(), endpoints, port));
+        self.clusters.insert(
+            name.clone(),
+            Cluster::new(name.clone(), endpoints, port).with_policy(policy),
+        );
         name
     }
 

@@ -5,6 +5,7 @@
 //! `proxy-config` all read what this crate builds.
 
 pub mod build;
+pub mod cluster_policy;
 pub mod policy;
 pub mod registry;
 pub mod tables;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use crate::cluster_policy::ClusterPolicy;
 use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use meshbox_config::{Origin, OutboundPolicy};
 
@@ -529,6 +530,8 @@ pub struct Cluster {
     pub endpoints: ClusterEndpoints,
     /// The port that traffic leaves on, for original-destination clusters.
     pub port: u32,
+    /// Load balancing, connection pool limits and outlier detection (DestinationRule).
+    pub policy: ClusterPolicy,
     next: AtomicUsize,
 }
 
@@ -539,8 +542,15 @@ impl Cluster {
             name,
             endpoints,
             port,
+            policy: ClusterPolicy::default(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The same cluster with a DestinationRule's policy.
+    pub fn with_policy(mut self, policy: ClusterPolicy) -> Cluster {
+        self.policy = policy;
+        self
     }
 
     /// Round robin: the index of the next endpoint of `count`.

@@ -30,9 +30,64 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
             }
         }
         Spec::DestinationRule(dr) => {
-            if dr.traffic_policy.is_some() || dr.subsets.iter().any(|s| s.traffic_policy.is_some())
-            {
-                note("spec.trafficPolicy".into());
+            let mut policies: Vec<(String, &meshbox_config::istio::TrafficPolicy)> = Vec::new();
+            if let Some(tp) = &dr.traffic_policy {
+                policies.push(("spec.trafficPolicy".into(), tp));
+            }
+            for (i, s) in dr.subsets.iter().enumerate() {
+                if let Some(tp) = &s.traffic_policy {
+                    policies.push((format!("spec.subsets[{i}].trafficPolicy"), tp));
+                }
+            }
+            for (path, tp) in policies {
+                let mut check = |name: &str, present: bool| {
+                    if present {
+                        note(format!("{path}.{name}"));
+                    }
+                };
+                check(
+                    "tls",
+                    tp.tls.is_some() || tp.port_level_settings.iter().any(|p| p.tls.is_some()),
+                );
+                check("tunnel", tp.tunnel.is_some());
+                check("proxyProtocol", tp.proxy_protocol.is_some());
+                check("retryBudget", tp.retry_budget.is_some());
+                let lbs = tp.load_balancer.iter().chain(
+                    tp.port_level_settings
+                        .iter()
+                        .filter_map(|p| p.load_balancer.as_ref()),
+                );
+                let mut lb_extras = false;
+                for lb in lbs {
+                    lb_extras |= lb.locality_lb_setting.is_some()
+                        || lb.warmup.is_some()
+                        || lb.warmup_duration_secs.is_some();
+                }
+                check("loadBalancer (locality and warmup settings)", lb_extras);
+                let pools = tp.connection_pool.iter().chain(
+                    tp.port_level_settings
+                        .iter()
+                        .filter_map(|p| p.connection_pool.as_ref()),
+                );
+                let mut pool_extras = false;
+                for pool in pools {
+                    if let Some(tcp) = &pool.tcp {
+                        pool_extras |= tcp.connect_timeout.is_some()
+                            || tcp.tcp_keepalive.is_some()
+                            || tcp.max_connection_duration.is_some()
+                            || tcp.idle_timeout.is_some();
+                    }
+                    if let Some(http) = &pool.http {
+                        pool_extras |= http.max_requests_per_connection.is_some()
+                            || http.max_retries.is_some()
+                            || http.idle_timeout.is_some()
+                            || http.h2_upgrade_policy.is_some();
+                    }
+                }
+                check(
+                    "connectionPool (timeouts, keepalives and per-connection limits)",
+                    pool_extras,
+                );
             }
             if !dr.export_to.is_empty() {
                 note("spec.exportTo".into());
