@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use meshbox_config::Source;
 use meshbox_runtime::{control, ControlRequest, UpOptions};
 
+mod analyze_cmd;
+mod proxy_config_cmd;
+mod trace_cmd;
+
 /// A local service mesh that speaks Istio's networking API.
 #[derive(Parser)]
 #[command(name = "meshbox", version, about)]
@@ -97,8 +101,14 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Check configuration with istioctl analyze's messages: the given files, or the running mesh.
+    Analyze(analyze_cmd::AnalyzeArgs),
     /// Run one of the built-in workloads (service-a, service-b, service-c, worldtime).
     App { name: String },
+    /// Explain, step by step, how a workload's sidecar or a gateway routes a request.
+    Trace(trace_cmd::TraceArgs),
+    /// Print one proxy's compiled tables: routes, clusters, listeners or endpoints.
+    ProxyConfig(proxy_config_cmd::ProxyConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -238,10 +248,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
         }
+        Command::Analyze(args) => analyze_cmd::run(args).await,
         Command::App { name } => {
             meshbox_apps::main_for(&name).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trace(args) => trace_cmd::run(args).await,
+        Command::ProxyConfig(args) => proxy_config_cmd::run(args).await,
     }
 }
 

@@ -4,11 +4,14 @@
 //! way istiod translates Istio config for Envoy. No I/O: the data plane, `trace` and
 //! `proxy-config` all read what this crate builds.
 
+pub mod analyze;
 pub mod build;
 pub mod cluster_policy;
+pub mod dump;
 pub mod policy;
 pub mod registry;
 pub mod tables;
+pub mod trace;
 pub mod unsupported;
 
 pub use build::{MeshState, MESH_GATEWAY};

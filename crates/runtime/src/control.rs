@@ -12,6 +12,16 @@ use meshbox_config::Source;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum ControlRequest {
+    /// `meshbox analyze` without files: istioctl analyze's checks of the applied
+    /// config, its running pods and gateways. The answer's output is the messages as
+    /// JSON (`Vec<meshbox_routing::analyze::Message>`), sorted.
+    Analyze {
+        /// `-n`: only messages about objects in it; `None`: `default`, as istioctl.
+        namespace: Option<String>,
+        /// `-A`: every namespace.
+        #[serde(default)]
+        all_namespaces: bool,
+    },
     /// `meshbox apply -f`.
     Apply {
         /// The manifests, as read by the client (files, directories or standard input).
@@ -57,6 +67,29 @@ pub enum ControlRequest {
         name: String,
         /// `-n`; `None`: any namespace.
         namespace: Option<String>,
+    },
+    /// `meshbox trace`: how one proxy routes a request, step by step.
+    Trace {
+        /// The pod, Deployment or gateway whose proxy sends (sidecar) or receives
+        /// (gateway) the request.
+        from: String,
+        /// `-n`: where to look first; `None`: any namespace.
+        namespace: Option<String>,
+        /// The request.
+        request: meshbox_routing::trace::TraceRequest,
+        /// `-o json`; `None`: plain words.
+        output: Option<String>,
+    },
+    /// `meshbox proxy-config routes|clusters|listeners|endpoints NAME`.
+    ProxyConfig {
+        /// `routes`, `clusters`, `listeners`, `endpoints` or `all`.
+        view: String,
+        /// A pod, Deployment or gateway name.
+        name: String,
+        /// `-n`: where to look first; `None`: any namespace.
+        namespace: Option<String>,
+        /// `-o json`; `None`: a table.
+        output: Option<String>,
     },
 }
 

@@ -280,6 +280,11 @@ impl Mesh {
         &self.store
     }
 
+    /// The running pods and gateways, as the control plane sees them.
+    pub fn workloads(&self) -> Vec<WorkloadInstance> {
+        self.pods.values().map(|p| p.instance.clone()).collect()
+    }
+
     /// Makes the running pods and gateways match the config, then pushes new tables
     /// to every proxy; pods that go away are stopped only after no table routes to them.
     pub async fn reconcile(&mut self) {
@@ -788,6 +793,92 @@ impl Mesh {
             env: pod.env.clone(),
             logs,
         })
+    }
+
+    /// The pod named `name`, or the first pod of the Deployment or gateway so named (or
+    /// whose pod name starts with it): in `namespace` first, then in any namespace.
+    fn find_pod(&self, name: &str, namespace: Option<&str>) -> Option<&Pod> {
+        let find = |ns: Option<&str>| {
+            let in_ns = |p: &&Pod| ns.is_none_or(|ns| p.instance.namespace == ns);
+            let pods = || self.pods.values().filter(in_ns);
+            pods()
+                .find(|p| p.instance.name == name)
+                .or_else(|| pods().find(|p| p.owner == name))
+                .or_else(|| pods().find(|p| p.instance.name.starts_with(name)))
+        };
+        find(namespace).or_else(|| namespace.and_then(|_| find(None)))
+    }
+
+    /// Where a pod's proxy listens and what each listener carries.
+    fn pod_listeners(pod: &Pod) -> Vec<meshbox_routing::dump::ProxyListener> {
+        use meshbox_routing::dump::{ListenerRole as Role, ProxyListener};
+        let mut out = Vec::new();
+        if pod.gateway.is_some() {
+            for (container_port, service_port) in &pod.gateway_ports {
+                if let Some(addr) = pod.instance.inbound.get(container_port) {
+                    out.push(ProxyListener {
+                        address: addr.to_string(),
+                        role: Role::Gateway {
+                            container_port: *container_port,
+                            service_port: *service_port,
+                        },
+                    });
+                }
+            }
+            return out;
+        }
+        let env = |k: &str| pod.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if let Some(proxy) = env("HTTP_PROXY") {
+            out.push(ProxyListener {
+                address: proxy.trim_start_matches("http://").to_string(),
+                role: Role::SidecarOutbound,
+            });
+        }
+        for (port, addr) in &pod.instance.inbound {
+            out.push(ProxyListener {
+                address: addr.to_string(),
+                role: Role::SidecarInbound {
+                    port: *port,
+                    app: env(&format!("MESHBOX_PORT_{port}")).map(|p| format!("127.0.0.1:{p}")),
+                },
+            });
+        }
+        out
+    }
+
+    /// The current tables and listeners of one proxy, for `proxy-config`.
+    pub fn proxy_config(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<meshbox_routing::dump::ProxyConfig> {
+        let pod = self.find_pod(name, namespace)?;
+        Some(meshbox_routing::dump::proxy_config(
+            &pod.proxy.tables(),
+            &Self::pod_listeners(pod),
+        ))
+    }
+
+    /// How the proxy of `from` routes `request` with its current tables, for `trace`.
+    pub fn trace(
+        &self,
+        from: &str,
+        namespace: Option<&str>,
+        request: &meshbox_routing::trace::TraceRequest,
+    ) -> Option<meshbox_routing::trace::Trace> {
+        let pod = self.find_pod(from, namespace)?;
+        let workloads: Vec<WorkloadInstance> =
+            self.pods.values().map(|p| p.instance.clone()).collect();
+        let state = MeshState::new(&self.store, &self.options, &workloads);
+        let ctx = meshbox_routing::trace::TraceContext {
+            state: &state,
+            proxy: &pod.instance,
+        };
+        Some(meshbox_routing::trace::trace(
+            &pod.proxy.tables(),
+            request,
+            Some(&ctx),
+        ))
     }
 }
 

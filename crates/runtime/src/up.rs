@@ -249,6 +249,18 @@ async fn serve_control(listener: UnixListener, mesh: Arc<Mutex<Mesh>>) {
 async fn handle(mesh: &Mutex<Mesh>, req: ControlRequest) -> ControlResponse {
     let mut mesh = mesh.lock().await;
     let result = match req {
+        ControlRequest::Analyze {
+            namespace,
+            all_namespaces,
+        } => {
+            use meshbox_routing::analyze;
+            let workloads = mesh.workloads();
+            let messages = analyze::analyze(mesh.store(), mesh.options(), &workloads);
+            let namespace = namespace.unwrap_or_else(|| "default".into());
+            let scope = (!all_namespaces).then_some(namespace.as_str());
+            let messages = analyze::sorted(analyze::in_namespace(messages, scope));
+            serde_json::to_string(&messages).map_err(|e| e.to_string())
+        }
         ControlRequest::Apply {
             sources,
             namespace,
@@ -282,6 +294,28 @@ async fn handle(mesh: &Mutex<Mesh>, req: ControlRequest) -> ControlResponse {
                 )),
             }
         }
+        ControlRequest::Trace {
+            from,
+            namespace,
+            request,
+            output,
+        } => match mesh.trace(&from, namespace.as_deref(), &request) {
+            Some(t) => meshbox_routing::trace::render_as(&t, output.as_deref()),
+            None => Err(format!(
+                "Error from server (NotFound): no pod, deployment or gateway named {from:?}"
+            )),
+        },
+        ControlRequest::ProxyConfig {
+            view,
+            name,
+            namespace,
+            output,
+        } => match mesh.proxy_config(&name, namespace.as_deref()) {
+            Some(c) => meshbox_routing::dump::render_as(&c, &view, output.as_deref()),
+            None => Err(format!(
+                "Error from server (NotFound): no pod, deployment or gateway named {name:?}"
+            )),
+        },
     };
     match result {
         Ok(out) => ControlResponse::ok(out),
