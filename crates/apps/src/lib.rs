@@ -1,5 +1,6 @@
 //! The workloads of the worldtime egress scenario (see `shared/scenario/README.md` beside the project):
-//! ServiceA, ServiceB, ServiceC, and `worldtime`, a local stand-in for worldtimeapi.org.
+//! ServiceA, ServiceB, ServiceC, and `worldtime`, a local stand-in for worldtimeapi.org; and
+//! `echo`, which answers with a description of the request it received (for tests).
 //!
 //! Each `run_*` function serves one workload on a listener until the process ends. The
 //! services know nothing about the mesh: their outbound calls go to fixed URLs, through the
@@ -8,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod echo;
 mod services;
 mod worldtime;
 
@@ -17,6 +19,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 pub use client::{build_client, ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use echo::{describe_request, serve_echo, EchoIdentity};
 pub use services::{
     serve_service_a, serve_service_c, ServiceAConfig, ServiceCConfig, DEFAULT_PRODUCER_URL,
     DEFAULT_WORLDTIME_URL,
@@ -25,17 +28,17 @@ pub use worldtime::zone_names;
 
 /// The names of the workloads this crate can run, as accepted by [`run_app`].
 pub fn app_names() -> &'static [&'static str] {
-    &["service-a", "service-b", "service-c", "worldtime"]
+    &["service-a", "service-b", "service-c", "worldtime", "echo"]
 }
 
 /// The port the course gives a workload (ServiceA 8081, ServiceB 8082, ServiceC 8083,
-/// worldtime 8080), or `None` for an unknown name.
+/// worldtime 8080; echo, not the course's, 8080 too), or `None` for an unknown name.
 pub fn default_port(name: &str) -> Option<u16> {
     match name {
         "service-a" => Some(8081),
         "service-b" => Some(8082),
         "service-c" => Some(8083),
-        "worldtime" => Some(8080),
+        "worldtime" | "echo" => Some(8080),
         _ => None,
     }
 }
@@ -65,6 +68,12 @@ pub async fn run_worldtime(listener: TcpListener) -> anyhow::Result<()> {
     worldtime::serve(listener).await
 }
 
+/// Serves the echo workload on `listener`: every request is answered with a description of
+/// it (method, URL, headers) and of the replica (`POD_NAME`, `SERVICE_VERSION`).
+pub async fn run_echo(listener: TcpListener) -> anyhow::Result<()> {
+    serve_echo(listener, EchoIdentity::from_env()).await
+}
+
 /// Runs the workload called `name` (one of [`app_names`]) on `listener`; an error for an
 /// unknown name.
 pub async fn run_app(name: &str, listener: TcpListener) -> anyhow::Result<()> {
@@ -73,6 +82,7 @@ pub async fn run_app(name: &str, listener: TcpListener) -> anyhow::Result<()> {
         "service-b" => run_service_b(listener).await,
         "service-c" => run_service_c(listener).await,
         "worldtime" => run_worldtime(listener).await,
+        "echo" => run_echo(listener).await,
         other => bail!(
             "unknown app {other:?}; known apps: {}",
             app_names().join(", ")

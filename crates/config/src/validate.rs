@@ -560,6 +560,25 @@ fn validate_header_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Header names in `match.headers` / `withoutHeaders`: any RFC 7230 token, and the
+/// HTTP/2 pseudo-headers Envoy matches (Istio accepts these since 1.25; the "weird
+/// header matches" and "pseudo header matches" cases of Istio's routing tests).
+fn validate_match_header_name(name: &str) -> Result<(), String> {
+    const PSEUDO: [&str; 5] = [":method", ":scheme", ":authority", ":path", ":status"];
+    if name.is_empty() {
+        return Err("header name cannot be empty".into());
+    }
+    if PSEUDO.contains(&name) {
+        return Ok(());
+    }
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.bytes().all(tchar) {
+        Ok(())
+    } else {
+        Err(format!("header name {name} is not a valid header name"))
+    }
+}
+
 /// Istio's header operation name checks; `authority_ok` for request `set`/`add`,
 /// which may rewrite the authority.
 fn validate_header_operation_name(name: &str, authority_ok: bool) -> Result<(), String> {
@@ -1028,7 +1047,7 @@ fn validate_http_match(m: &HttpMatchRequest, base: &str, e: &mut Errors) {
         for (name, sm) in map {
             let f = at(&at(base, what), name);
             if !name.starts_with("@request.auth.claims") {
-                e.check(f.clone(), validate_header_name(name));
+                e.check(f.clone(), validate_match_header_name(name));
             }
             check_string_match(e, f, sm, MatchUse::PresenceAllowed);
         }
@@ -2308,9 +2327,10 @@ fn validate_load_balancer(lb: &LoadBalancerSettings, base: &str, e: &mut Errors)
             if cookie.name.is_empty() {
                 e.add(at(&f, "httpCookie.name"), "name required for HttpCookie");
             }
-            match &cookie.ttl {
-                None => e.add(at(&f, "httpCookie"), "ttl required for HttpCookie"),
-                Some(_) => check_duration_syntax(e, at(&f, "httpCookie.ttl"), cookie.ttl.as_ref()),
+            // Istio >= 1.20 accepts a cookie without ttl (Envoy then hashes only
+            // requests that carry the cookie).
+            if cookie.ttl.is_some() {
+                check_duration_syntax(e, at(&f, "httpCookie.ttl"), cookie.ttl.as_ref());
             }
         }
         if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size) {

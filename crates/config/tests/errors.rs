@@ -1068,3 +1068,21 @@ fn messages_do_not_repeat_the_field_path() {
 fn route_a_helper_is_valid() {
     assert_ok(&vs(ROUTE_A));
 }
+
+/// Istio >= 1.25 matches any RFC 7230 token as a header name, and pseudo-headers
+/// (routing.go "weird header matches" / "pseudo header matches"); a name with a
+/// character outside the token set is still refused.
+#[test]
+fn match_header_names_follow_rfc7230_tokens_and_pseudo_headers() {
+    assert_ok(&vs("  hosts: [a]\n  http:\n  - match:\n    - headers:\n        \"x-weird!#$%&'*+.^_`|~\":\n          exact: v\n        \":method\":\n          exact: GET\n    route:\n    - destination: {host: a}\n"));
+    assert_has(
+        &vs("  hosts: [a]\n  http:\n  - match:\n    - headers:\n        \"bad name\":\n          exact: v\n    route:\n    - destination: {host: a}\n"),
+        "t.yaml:10:9: document 1 (VirtualService/vs): field spec.http[0].match[0].headers.bad name: header name bad name is not a valid header name",
+    );
+}
+
+/// Istio >= 1.20: `httpCookie` without `ttl` is valid.
+#[test]
+fn consistent_hash_cookie_without_ttl_is_valid() {
+    assert_ok(&dr("  host: a\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie:\n          name: session\n"));
+}

@@ -71,6 +71,9 @@ pub struct AccessLogEntry {
     /// `%ROUTE_NAME%`: the route that matched, e.g. `default`, `allow_any`, `block_all`;
     /// `None` when unnamed.
     pub route_name: Option<String>,
+    /// `%REQUESTED_SERVER_NAME%`: the SNI of a TLS connection the proxy read (TLS
+    /// passthrough, CONNECT tunnels); `None` for plain text.
+    pub requested_server_name: Option<String>,
 }
 
 fn dash<T: ToString>(v: &Option<T>) -> String {
@@ -87,7 +90,7 @@ impl AccessLogEntry {
         let mut s = String::with_capacity(320);
         let _ = write!(
             s,
-            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} - {}",
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
             self.start_time_str(),
             self.method,
             self.path,
@@ -109,6 +112,7 @@ impl AccessLogEntry {
             dash(&self.upstream_local_address),
             dash(&self.downstream_local_address),
             dash(&self.downstream_remote_address),
+            dash(&self.requested_server_name),
             dash(&self.route_name),
         );
         s
@@ -139,7 +143,7 @@ impl AccessLogEntry {
             "upstream_local_address": self.upstream_local_address.map(|a| a.to_string()),
             "downstream_local_address": self.downstream_local_address.map(|a| a.to_string()),
             "downstream_remote_address": self.downstream_remote_address.map(|a| a.to_string()),
-            "requested_server_name": serde_json::Value::Null,
+            "requested_server_name": self.requested_server_name,
             "route_name": self.route_name,
         });
         v.to_string()

@@ -18,7 +18,7 @@ use meshbox_routing::ProxyTables;
 
 use crate::balancer::{hash_key, ClusterState};
 use crate::body::ProxyBody;
-use crate::proxy::{dns_failure, Outcome, PeerAddr, Proxy};
+use crate::proxy::{dns_failure, ListenerAddr, Outcome, PeerAddr, Proxy};
 
 /// Bodies up to this size are kept for retries and mirrors (Envoy's default
 /// per-connection buffer limit is 1 MiB).
@@ -125,6 +125,7 @@ impl Proxy {
         let authority = fwd
             .authority_rewrite
             .as_deref()
+            .or(choice.request_headers.authority.as_deref())
             .unwrap_or(authority)
             .to_string();
 
@@ -190,7 +191,12 @@ impl Proxy {
                     (None, Some(b)) => b,
                     (None, None) => break_outcome(),
                 };
-                let req = rebuild(&parts, body);
+                let mut req = rebuild(&parts, body);
+                // TLS origination: SNI from `sni`, else the Host sent upstream (auto_sni).
+                if let Some(tls) = &cluster.policy.tls {
+                    req.extensions_mut()
+                        .insert(crate::tls::UpstreamTls::for_request(tls, &authority));
+                }
                 let active = state.start(endpoint);
                 let outcome = self
                     .forward(
@@ -269,7 +275,7 @@ impl Proxy {
 
     /// The endpoint for the next try: round robin over known addresses, a DNS
     /// lookup for DNS clusters, the request's own host for original destination.
-    async fn endpoint(
+    pub(crate) async fn endpoint(
         &self,
         cluster: &Cluster,
         state: &ClusterState,
@@ -426,13 +432,17 @@ fn hash_input(
     }
 }
 
-/// A request with these parts and a new body (the parts are kept for further tries).
+/// A request with these parts and a new body (the parts are kept for further tries),
+/// still knowing the listener it came in on.
 fn rebuild(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
+    if let Some(listener) = parts.extensions.get::<ListenerAddr>() {
+        req.extensions_mut().insert(*listener);
+    }
     req
 }
 

@@ -11,7 +11,12 @@ pub mod body;
 mod forwarding;
 pub mod proxy;
 pub mod resolver;
+pub mod sni;
+mod tls;
+mod tunnel;
 
 pub use access_log::{AccessLogSink, Encoding};
 pub use proxy::{ListenerRole, Proxy, ProxySettings};
 pub use resolver::{Override, Resolver};
+pub use tls::handshake_failure_reason;
+pub use tunnel::BLACKHOLE_CLUSTER;

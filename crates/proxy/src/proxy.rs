@@ -33,6 +33,11 @@ use crate::resolver::Resolver;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
+/// The address of the listener that received a request: forwarding there again would
+/// send the request round the same proxy (see [`Proxy::forward`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenerAddr(pub(crate) SocketAddr);
+
 /// What a listener of a proxy is for.
 #[derive(Debug, Clone, Copy)]
 pub enum ListenerRole {
@@ -80,6 +85,10 @@ pub struct Proxy {
     pub(crate) clock: Clock,
     tables: ArcSwap<ProxyTables>,
     pub(crate) client: Client<HttpConnector, ProxyBody>,
+    /// TLS origination (DestinationRule `tls`): certificates by policy, and a pooled
+    /// client whose connector makes the TLS connections.
+    pub(crate) tls: crate::tls::TlsClients,
+    pub(crate) tls_client: Client<crate::tls::TlsConnector, ProxyBody>,
     pub(crate) resolver: Arc<Resolver>,
     /// Swappable, so that `install` can turn access logs on, off or to JSON.
     access_log: ArcSwapOption<AccessLogTarget>,
@@ -185,6 +194,12 @@ impl Proxy {
             .pool_max_idle_per_host(64)
             .set_host(false)
             .build(connector);
+        let tls = crate::tls::TlsClients::new();
+        let tls_client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .set_host(false)
+            .build(tls.connector());
         Arc::new(Proxy {
             name: settings.name,
             cluster_states: ArcSwap::from_pointee(ClusterStates::carry_over(
@@ -194,6 +209,8 @@ impl Proxy {
             clock: Clock::new(),
             tables: ArcSwap::from_pointee(tables),
             client,
+            tls,
+            tls_client,
             resolver: settings.resolver,
             access_log: ArcSwapOption::from(
                 settings
@@ -214,6 +231,24 @@ impl Proxy {
         let states = ClusterStates::carry_over(&self.cluster_states.load(), &tables);
         self.cluster_states.store(Arc::new(states));
         self.tables.store(Arc::new(tables));
+        // Certificate files named by DestinationRules are read again after a change.
+        self.tls.reload();
+    }
+
+    /// Where DestinationRule `credentialName` secrets are read from: `DIR/NAME/` with
+    /// `tls.crt`, `tls.key` and `ca.crt` (or `cert`, `key`, `cacert`). `meshbox up`
+    /// uses `$MESHBOX_HOME/credentials`; `None` (the default) makes `credentialName` a
+    /// connection failure.
+    pub fn set_credentials_dir(&self, dir: Option<std::path::PathBuf>) {
+        self.tls.set_credentials_dir(dir);
+    }
+
+    /// The access log sink and encoding in force, if access logs are on.
+    pub(crate) fn access_log_target(&self) -> Option<(Arc<dyn AccessLogSink>, Encoding)> {
+        self.access_log
+            .load()
+            .as_ref()
+            .map(|t| (t.sink.clone(), t.encoding))
     }
 
     /// Replaces where access log lines go (`None`: no access log, Istio's default).
@@ -241,14 +276,31 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(peer);
             let proxy = self.clone();
+            // A gateway port that Gateway servers make TLS PASSTHROUGH or TCP carries
+            // connections, not HTTP requests (tunnel.rs).
+            if let ListenerRole::Gateway { service_port } = role {
+                if self.tables.load().l4.gateway.contains_key(&service_port) {
+                    tokio::spawn(proxy.serve_l4_gateway(stream, local, peer, service_port));
+                    continue;
+                }
+            }
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await) }
+                    async move {
+                        // CONNECT from the workload (HTTPS_PROXY) opens a tunnel (tunnel.rs).
+                        if req.method() == Method::CONNECT
+                            && matches!(role, ListenerRole::SidecarOutbound)
+                        {
+                            return Ok::<_, Infallible>(proxy.connect(req, local, peer).await);
+                        }
+                        Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 if let Err(e) = conn.await {
                     tracing::debug!("connection from {peer} ended: {e}");
                 }
@@ -312,6 +364,7 @@ impl Proxy {
         let counter = received.clone();
         let mut req = req.map(move |body| CountingBody::new(body, counter).boxed());
         req.extensions_mut().insert(PeerAddr(peer));
+        req.extensions_mut().insert(ListenerAddr(local));
         let mut guard = AbandonGuard(self.access_log.load().as_ref().map(|target| PendingLog {
             entry,
             start,
@@ -361,14 +414,6 @@ impl Proxy {
         authority: Option<String>,
         path: String,
     ) -> Outcome {
-        if req.method() == Method::CONNECT {
-            return Outcome::local(
-                StatusCode::NOT_IMPLEMENTED,
-                "CONNECT tunnels are not supported by meshbox yet\n",
-                "-",
-                "connect_not_supported",
-            );
-        }
         let Some(authority) = authority else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
@@ -386,7 +431,7 @@ impl Proxy {
         let tables = self.tables.load();
         let Some(table) = tables.route_table(u32::from(port)) else {
             return self
-                .catch_all(req, &authority, &host, port, tables.outbound_policy, None)
+                .catch_all(req, &authority, &host, port, &tables, None)
                 .await;
         };
         let Some(vhost) = table.select_virtual_host(&authority) else {
@@ -395,7 +440,7 @@ impl Proxy {
         if vhost.catch_all.is_some() {
             let route = vhost.routes.first().map(|r| r.name.clone());
             return self
-                .catch_all(req, &authority, &host, port, tables.outbound_policy, route)
+                .catch_all(req, &authority, &host, port, &tables, route)
                 .await;
         }
         self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
@@ -486,20 +531,45 @@ impl Proxy {
         authority: &str,
         host: &str,
         port: u16,
-        policy: OutboundPolicy,
+        tables: &ProxyTables,
         route: Option<String>,
     ) -> Outcome {
+        let policy = tables.outbound_policy;
         let route = route.unwrap_or_else(|| match policy {
             OutboundPolicy::AllowAny => "allow_any".into(),
             OutboundPolicy::RegistryOnly => "block_all".into(),
         });
-        let outcome = match policy {
+        // A Kubernetes Service name that the sidecar's tables do not hold (hidden by
+        // a Sidecar's egress hosts or by exportTo) still resolves in a pod: cluster
+        // DNS gives its ClusterIP, which kube-proxy sends to one of its endpoints.
+        let cluster_dns = tables.cluster_address(host, u32::from(port));
+        let outcome = match (policy, cluster_dns) {
+            (OutboundPolicy::AllowAny, Some(endpoints)) => match endpoints.first() {
+                Some(addr) => self
+                    .forward(req, *addr, Some(authority), None, None)
+                    .await
+                    .with_cluster(PASSTHROUGH_CLUSTER),
+                // The ClusterIP has no such port, or the Service no endpoint.
+                None => {
+                    let mut o = Outcome::local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                        "UF",
+                        "upstream_reset_before_response_started{connection_failure}",
+                    );
+                    o.transport_failure = Some(format!("{host}:{port} has no endpoint"));
+                    o.with_cluster(PASSTHROUGH_CLUSTER)
+                }
+            },
             // Envoy forwards a passthrough request as the application sent it: the
             // Host header stays as it was (no port added, case kept).
-            OutboundPolicy::AllowAny => self.passthrough(req, host, port, authority).await,
-            OutboundPolicy::RegistryOnly => match self.resolver.resolve(host, port).await {
+            (OutboundPolicy::AllowAny, None) => self.passthrough(req, host, port, authority).await,
+            // Istio's REGISTRY_ONLY catch-all: 502, no body, no upstream.
+            (OutboundPolicy::RegistryOnly, Some(_)) => {
+                Outcome::local(StatusCode::BAD_GATEWAY, "", "-", "direct_response")
+            }
+            (OutboundPolicy::RegistryOnly, None) => match self.resolver.resolve(host, port).await {
                 Err(e) => dns_failure(&e.host),
-                // Istio's REGISTRY_ONLY catch-all: 502, no body, no upstream.
                 Ok(_) => Outcome::local(StatusCode::BAD_GATEWAY, "", "-", "direct_response"),
             },
         };
@@ -526,6 +596,13 @@ impl Proxy {
     }
 
     /// Sends the request to one endpoint over a pooled connection.
+    ///
+    /// An endpoint that is the very listener the request came in on (a workload calling
+    /// its sidecar's own address, passed through under ALLOW_ANY) would loop through this
+    /// proxy without end. Istio's outbound listener drops such traffic (its
+    /// `virtualOutbound-blackhole` filter chain sends traffic addressed to the listener's
+    /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
+    /// connecting.
     pub(crate) async fn forward(
         &self,
         req: Request<ProxyBody>,
@@ -534,13 +611,45 @@ impl Proxy {
         new_path: Option<&str>,
         timeout: Option<Duration>,
     ) -> Outcome {
+        if req
+            .extensions()
+            .get::<ListenerAddr>()
+            .is_some_and(|l| l.0 == endpoint)
+        {
+            return Outcome::local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+                "UH",
+                "no_healthy_upstream",
+            );
+        }
         let (mut parts, body) = req.into_parts();
         let path = new_path
             .unwrap_or_else(|| path_and_query(&parts.uri))
             .to_string();
+        // TLS origination (DestinationRule `tls`): the TLS client, pooled per endpoint,
+        // SNI and policy under a name of its own.
+        let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
+        let (scheme, pool_authority) = match &tls {
+            None => ("http", endpoint.to_string()),
+            Some(t) => match self.tls.target(endpoint, t) {
+                Ok(key) => ("https", format!("{key}:{}", endpoint.port())),
+                Err(reason) => {
+                    let mut o = Outcome::local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}"),
+                        "UF",
+                        "upstream_reset_before_response_started{connection_failure}",
+                    );
+                    o.upstream_host = Some(endpoint);
+                    o.transport_failure = Some(reason);
+                    return o;
+                }
+            },
+        };
         let uri = match Uri::builder()
-            .scheme("http")
-            .authority(endpoint.to_string())
+            .scheme(scheme)
+            .authority(pool_authority)
             .path_and_query(path)
             .build()
         {
@@ -569,7 +678,11 @@ impl Proxy {
         }
         let upstream_req = Request::from_parts(parts, body);
         let sent_at = Instant::now();
-        let call = self.client.request(upstream_req);
+        let call = if tls.is_some() {
+            self.tls_client.request(upstream_req)
+        } else {
+            self.client.request(upstream_req)
+        };
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
@@ -588,7 +701,15 @@ impl Proxy {
         };
         match result {
             Ok(resp) => {
-                let info = resp.extensions().get::<HttpInfo>().map(|i| i.local_addr());
+                let info = resp
+                    .extensions()
+                    .get::<HttpInfo>()
+                    .map(|i| i.local_addr())
+                    .or_else(|| {
+                        resp.extensions()
+                            .get::<crate::tls::UpstreamAddrs>()
+                            .map(|a| a.local)
+                    });
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Outcome {
@@ -607,6 +728,19 @@ impl Proxy {
                 }
             }
             Err(e) => {
+                // A TLS handshake that failed: Envoy's reason in its own words.
+                if let Some(reason) = crate::tls::connect_failure_reason(&e) {
+                    let body = format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}");
+                    let mut o = Outcome::local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &body,
+                        "UF",
+                        "upstream_reset_before_response_started{connection_failure}",
+                    );
+                    o.upstream_host = Some(endpoint);
+                    o.transport_failure = Some(reason);
+                    return o;
+                }
                 let (flags, details, reason) = if e.is_connect() {
                     (
                         "UF",
@@ -623,7 +757,10 @@ impl Proxy {
                 let body = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
                 let mut o = Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, flags, details);
                 o.upstream_host = Some(endpoint);
-                o.transport_failure = Some(error_chain(&e));
+                // A TLS alert after the handshake (a server refusing the client
+                // certificate under TLS 1.3) is still a TLS error in Envoy's words.
+                o.transport_failure =
+                    Some(crate::tls::tls_error_reason(&e).unwrap_or_else(|| error_chain(&e)));
                 o
             }
         }

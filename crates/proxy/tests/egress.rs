@@ -145,6 +145,31 @@ async fn allow_any_passes_through_on_a_port_without_services() {
     assert_eq!(line.route_name, "allow_any");
 }
 
+/// ALLOW_ANY to the sidecar's own address: passing it through would send the request
+/// back into the same listener, round and round. As Istio's outbound listener drops
+/// traffic addressed to itself (to BlackHoleCluster), the sidecar refuses at once with
+/// 503 `UH` and connects nowhere; its next request is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_any_call_to_the_sidecars_own_address_is_refused_not_looped() {
+    let sidecar = sidecar_with(&allow_any(), "", Vec::new()).await;
+    let own = sidecar.addr.to_string();
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(sidecar.addr, get(&format!("http://{own}/"), &own)),
+    )
+    .await
+    .expect("an answer, not a loop");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.body, "no healthy upstream");
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "UH");
+    assert_eq!(line.response_code_details, "no_healthy_upstream");
+    assert_eq!(line.upstream_host, "-");
+    assert_eq!(line.route_name, "allow_any");
+    let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
 /// A ServiceEntry (resolution DNS, MESH_EXTERNAL) puts `worldtimeapi.org` in the
 /// registry: REGISTRY_ONLY lets it through, over the cluster
 /// `outbound|80||worldtimeapi.org` whose endpoint is the resolved name (here sent to

@@ -4,29 +4,37 @@
 //! `outbound|PORT|SUBSET|HOST`).
 
 use regex::Regex;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use meshbox_config::istio::{
-    Destination, DestinationRuleSpec, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+    Destination, DestinationRuleSpec, HttpMatchRequest, HttpRoute, IstioEgressListener,
+    SidecarSpec, StringMatch, VirtualServiceSpec,
 };
 use meshbox_config::validate::parse_duration;
-use meshbox_config::{Kind, MeshOptions, OutboundPolicy, Resource, Spec, Store};
+use meshbox_config::{Kind, MeshOptions, ObjectKey, OutboundPolicy, Resource, Spec, Store};
 
 use crate::cluster_policy::ClusterPolicy;
 use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use crate::registry::{
-    resolve_short_name, selects, Protocol, Registry, Resolution, ServiceInfo, ServiceSource,
-    TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
+    resolve_short_name, selects, ExportTo, Protocol, Registry, Resolution, ServiceInfo,
+    ServiceSource, TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
 };
 use crate::tables::{
-    outbound_cluster_name, CatchAll, Cluster, ClusterEndpoints, ForwardAction, HeaderCondition,
-    ProxyKind, ProxyTables, Route, RouteAction, RouteMatch, RouteSource, RouteTable, StrMatcher,
-    UriRewrite, VirtualHost, WeightedCluster, ALLOW_ANY_ROUTE, BLOCK_ALL_ROUTE,
+    outbound_cluster_name, CatchAll, Cluster, ClusterEndpoints, DelegateSource, ForwardAction,
+    HeaderCondition, ProxyKind, ProxyTables, Route, RouteAction, RouteMatch, RouteSource,
+    RouteTable, StrMatcher, UriRewrite, VirtualHost, WeightedCluster, ALLOW_ANY_ROUTE,
+    BLOCK_ALL_ROUTE,
 };
 
 /// The name of the implicit gateway that means "every sidecar".
 pub const MESH_GATEWAY: &str = "mesh";
+
+/// Istio's root configuration namespace (`meshConfig.rootNamespace`, default
+/// `istio-system`): its selector-less Sidecar applies to namespaces without their own,
+/// and its DestinationRules are looked up last.
+pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// Everything the control plane knows, from which each proxy's tables are built.
 pub struct MeshState<'a> {
@@ -40,6 +48,8 @@ pub struct MeshState<'a> {
     pub workloads: &'a [WorkloadInstance],
     /// VirtualServices, oldest first (Istio orders by creation time).
     virtual_services: Vec<&'a Resource>,
+    /// Each VirtualService's HTTP rules with delegates merged in.
+    rules: HashMap<ObjectKey, Vec<EffectiveRule<'a>>>,
 }
 
 impl<'a> MeshState<'a> {
@@ -47,116 +57,360 @@ impl<'a> MeshState<'a> {
     pub fn new(store: &'a Store, mesh: &'a MeshOptions, workloads: &'a [WorkloadInstance]) -> Self {
         let mut virtual_services: Vec<&Resource> = store.of_kind(Kind::VirtualService).collect();
         virtual_services.sort_by_key(|r| store.creation_index(&r.key()));
+        let rules = virtual_services
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::VirtualService(vs) => Some((r.key(), effective_rules(store, r, vs))),
+                _ => None,
+            })
+            .collect();
         MeshState {
             store,
             mesh,
             registry: Registry::build(store, mesh),
             workloads,
             virtual_services,
+            rules,
         }
     }
 
-    /// The tables of the sidecar beside `workload`.
-    pub fn sidecar_tables(&self, workload: &WorkloadInstance) -> ProxyTables {
-        let mut builder = TableBuilder::new(self, workload);
+    /// The Sidecar resource that configures `workload`'s sidecar, as Istio picks it
+    /// (pilot/pkg/model/push_context.go getSidecarScope): in the workload's namespace,
+    /// the oldest Sidecar whose `workloadSelector` matches its labels, else the
+    /// namespace's selector-less Sidecar, else the selector-less Sidecar of the root
+    /// namespace (`istio-system`). Gateways never use one.
+    pub fn sidecar_for(&self, workload: &WorkloadInstance) -> Option<&'a Resource> {
+        let mut sidecars: Vec<(&'a Resource, &'a SidecarSpec)> = self
+            .store
+            .of_kind(Kind::Sidecar)
+            .filter_map(|r| match &r.spec {
+                Spec::Sidecar(s) => Some((r, s)),
+                _ => None,
+            })
+            .collect();
+        sidecars.sort_by_key(|(r, _)| self.store.creation_index(&r.key()));
         let ns = workload.namespace.as_str();
-        // Per port: virtual hosts keyed by service host name.
-        let mut per_port: BTreeMap<u32, BTreeMap<String, VirtualHost>> = BTreeMap::new();
-        for svc in self.registry.services.values() {
-            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
-                let cluster = builder.cluster_for(svc, port.port, "");
-                per_port.entry(port.port).or_default().insert(
-                    svc.hostname.clone(),
-                    VirtualHost {
-                        name: format!("{}:{}", svc.hostname, port.port),
-                        domains: service_domains(svc, port.port, ns),
-                        routes: vec![Route {
-                            name: "default".into(),
-                            matcher: RouteMatch::default(),
-                            action: RouteAction::Forward(Box::new(ForwardAction {
-                                clusters: vec![WeightedCluster {
-                                    cluster,
-                                    weight: 100,
-                                    ..Default::default()
-                                }],
-                                total_weight: 100,
-                                // The default route carries Istio's default retry policy.
-                                ..Default::default()
-                            })),
-                            source: None,
-                        }],
-                        catch_all: None,
-                    },
-                );
-            }
+        let in_ns = || sidecars.iter().filter(|(r, _)| r.namespace() == ns);
+        in_ns()
+            .find(|(_, s)| {
+                s.workload_selector.as_ref().is_some_and(|ws| {
+                    ws.labels
+                        .iter()
+                        .all(|(k, v)| workload.labels.get(k) == Some(v))
+                })
+            })
+            .or_else(|| in_ns().find(|(_, s)| s.workload_selector.is_none()))
+            .or_else(|| {
+                sidecars
+                    .iter()
+                    .find(|(r, s)| r.namespace() == ROOT_NAMESPACE && s.workload_selector.is_none())
+            })
+            .map(|(r, _)| *r)
+    }
+
+    /// The outbound traffic policy of `workload`'s sidecar: its Sidecar's
+    /// `outboundTrafficPolicy.mode` when it has one, else the mesh's.
+    pub fn outbound_policy_for(&self, workload: &WorkloadInstance) -> OutboundPolicy {
+        self.sidecar_scope(workload).outbound_policy
+    }
+
+    /// Where `workload`'s outbound traffic policy comes from, when a Sidecar sets it:
+    /// `Sidecar NS/NAME's outboundTrafficPolicy.mode`; `None` when the mesh's applies.
+    pub fn outbound_policy_origin(&self, workload: &WorkloadInstance) -> Option<String> {
+        let r = self.sidecar_for(workload)?;
+        match &r.spec {
+            Spec::Sidecar(s) if s.outbound_traffic_policy.is_some() => Some(format!(
+                "Sidecar {}/{}'s outboundTrafficPolicy.mode",
+                r.namespace(),
+                r.metadata.name
+            )),
+            _ => None,
         }
-        // VirtualServices bound to the mesh replace the default route of their hosts.
-        let mut claimed: BTreeSet<(u32, String)> = BTreeSet::new();
-        for vs_res in &self.virtual_services {
-            let Spec::VirtualService(vs) = &vs_res.spec else {
+    }
+
+    /// Why a sidecar does not see `host` (a service of the registry), in words; `None`
+    /// when it does. For `trace`: a service hidden by `exportTo` or by the egress hosts
+    /// of the workload's Sidecar is handled like an unknown host.
+    pub fn hidden_reason(
+        &self,
+        workload: &WorkloadInstance,
+        host: &str,
+        port: u32,
+    ) -> Option<String> {
+        let ns = workload.namespace.as_str();
+        let first = self.registry.definitions(host).next()?;
+        let Some(svc) = self.registry.visible(host, ns) else {
+            return Some(format!(
+                "{host} is {} but it is not exported to namespace {ns} (exportTo)",
+                first.defined_by
+            ));
+        };
+        let scope = self.sidecar_scope(workload);
+        let sidecar = scope
+            .sidecar
+            .map(|r| format!("Sidecar {}/{}", r.namespace(), r.metadata.name))
+            .unwrap_or_default();
+        match scope.listener_index(port).map(|i| &scope.listeners[i]) {
+            None => Some(format!(
+                "{host} is {}, but {sidecar} has no egress listener for port {port}",
+                svc.defined_by
+            )),
+            Some(l) if !l.imports_service(svc) => Some(format!(
+                "{host} is {}, but the egress hosts of {sidecar} ({}) do not include it",
+                svc.defined_by,
+                l.describe_hosts()
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// What the Sidecar resource of a workload lets its sidecar see (Istio's
+    /// SidecarScope, pilot/pkg/model/sidecar.go ConvertToSidecarScope): without one,
+    /// one egress listener importing `*/*` and the mesh's outbound traffic policy.
+    fn sidecar_scope(&self, workload: &WorkloadInstance) -> SidecarScope<'a> {
+        let sidecar = self.sidecar_for(workload);
+        let spec = sidecar.and_then(|r| match &r.spec {
+            Spec::Sidecar(s) => Some(s),
+            _ => None,
+        });
+        let ns = workload.namespace.as_str();
+        let listeners = match spec {
+            // "If egress not set, setup a default listener" importing */*.
+            Some(s) if !s.egress.is_empty() => s
+                .egress
+                .iter()
+                .map(|e| EgressScope::from_listener(e, ns))
+                .collect(),
+            _ => vec![EgressScope::everything()],
+        };
+        let outbound_policy = match spec.and_then(|s| s.outbound_traffic_policy.as_ref()) {
+            // The Sidecar's policy replaces the mesh's; its `mode` defaults to the proto
+            // enum's zero value, REGISTRY_ONLY.
+            Some(p) if p.mode.as_deref() == Some("ALLOW_ANY") => OutboundPolicy::AllowAny,
+            Some(_) => OutboundPolicy::RegistryOnly,
+            None => self.mesh.outbound_policy,
+        };
+        SidecarScope {
+            sidecar,
+            listeners,
+            outbound_policy,
+        }
+    }
+
+    /// The VirtualServices bound to `gateway` (`mesh` or `namespace/name`) that a
+    /// proxy in `proxy_ns` sees, in Istio's order (push_context.go
+    /// VirtualServicesForGateway): those exported to `proxy_ns` as their own namespace
+    /// (`.`), then those exported to it by name, then the public ones, each group
+    /// oldest first. Delegates (no hosts) are never used on their own.
+    fn virtual_services_for(&self, proxy_ns: &str, gateway: &str) -> Vec<&'a Resource> {
+        let (mut private, mut exported, mut public) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &self.virtual_services {
+            let Spec::VirtualService(vs) = &r.spec else {
                 continue;
             };
-            let vs_ns = vs_res.namespace();
-            if !binds_to(vs, vs_ns, MESH_GATEWAY) {
+            if vs.hosts.is_empty() || !binds_to(vs, r.namespace(), gateway) {
                 continue;
             }
-            for host in &vs.hosts {
-                let fqdn = resolve_short_name(host, vs_ns);
-                let matching: Vec<&ServiceInfo> = self
-                    .registry
-                    .services
-                    .values()
-                    .filter(|s| host_matches(&fqdn, &s.hostname))
-                    .collect();
-                if matching.is_empty() {
-                    // A host that is no service: Istio gives it a virtual host on port 80
-                    // only ("to affect traffic to hosts outside of the service registry
-                    // on port 80", pilot/pkg/networking/core/route).
-                    let port = 80;
-                    if claimed.contains(&(port, fqdn.clone())) {
-                        continue;
+            match ExportTo::parse(&vs.export_to, r.namespace()) {
+                ExportTo::Public => public.push(*r),
+                ExportTo::Nobody => {}
+                ExportTo::Namespaces(set) if set.contains(proxy_ns) => {
+                    if r.namespace() == proxy_ns {
+                        private.push(*r);
+                    } else {
+                        exported.push(*r);
                     }
-                    let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
-                    if routes.is_empty() {
-                        continue; // no rule applies on this port: no virtual host
-                    }
-                    claimed.insert((port, fqdn.clone()));
-                    let domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
-                    per_port.entry(port).or_default().insert(
-                        fqdn.clone(),
+                }
+                ExportTo::Namespaces(_) => {}
+            }
+        }
+        private.into_iter().chain(exported).chain(public).collect()
+    }
+
+    /// The Kubernetes Service names cluster DNS resolves for a pod in `ns`, each with
+    /// its ports' endpoints (what kube-proxy would pick from), whatever the pod's
+    /// Sidecar and exportTo let its sidecar see.
+    fn cluster_dns(&self, ns: &str) -> HashMap<String, BTreeMap<u32, Vec<SocketAddr>>> {
+        let mut out = HashMap::new();
+        let all = self.registry.services.values().chain(&self.registry.others);
+        for svc in all {
+            let ServiceSource::Kubernetes { selector } = &svc.source else {
+                continue;
+            };
+            let Some(short) = svc
+                .hostname
+                .strip_suffix(&format!(".{}.{DOMAIN_SUFFIX}", svc.namespace))
+            else {
+                continue;
+            };
+            let ports: BTreeMap<u32, Vec<SocketAddr>> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let addrs = self
+                        .workloads
+                        .iter()
+                        .filter(|w| w.namespace == svc.namespace && selects(selector, &w.labels))
+                        .filter_map(|w| {
+                            let target = match &p.target {
+                                TargetPort::Number(n) => Some(*n),
+                                TargetPort::Name(n) => w.named_ports.get(n).copied(),
+                            };
+                            target.and_then(|t| w.inbound.get(&t)).copied()
+                        })
+                        .collect();
+                    (p.port, addrs)
+                })
+                .collect();
+            let mut names = vec![
+                format!("{short}.{}", svc.namespace),
+                format!("{short}.{}.svc", svc.namespace),
+                svc.hostname.clone(),
+            ];
+            if svc.namespace == ns {
+                names.push(short.to_string());
+            }
+            for n in names {
+                out.insert(n, ports.clone());
+            }
+        }
+        out
+    }
+
+    /// A VirtualService's HTTP rules, delegates merged in.
+    fn rules_of(&self, vs_res: &Resource) -> &[EffectiveRule<'a>] {
+        self.rules.get(&vs_res.key()).map_or(&[], Vec::as_slice)
+    }
+
+    /// The tables of the sidecar beside `workload`: per port, a virtual host for each
+    /// service the workload's Sidecar scope imports (all services exported to its
+    /// namespace when no Sidecar applies), VirtualServices bound to the mesh replacing
+    /// their default routes, and the catch-all of the scope's outbound traffic policy.
+    pub fn sidecar_tables(&self, workload: &WorkloadInstance) -> ProxyTables {
+        let scope = self.sidecar_scope(workload);
+        let mut builder = TableBuilder::new(self, workload);
+        builder.sidecar_resource = scope.sidecar.is_some();
+        let ns = workload.namespace.as_str();
+        // Services exported to the proxy's namespace (push_context.go
+        // servicesExportedToNamespace), and VirtualServices bound to the mesh that it sees.
+        let visible: Vec<&ServiceInfo> = self.registry.visible_services(ns).collect();
+        let virtual_services = self.virtual_services_for(ns, MESH_GATEWAY);
+        // Per port: virtual hosts keyed by service host name.
+        let mut per_port: BTreeMap<u32, BTreeMap<String, VirtualHost>> = BTreeMap::new();
+        // VirtualServices bound to the mesh replace the default route of their hosts.
+        let mut claimed: BTreeSet<(u32, String)> = BTreeSet::new();
+        for (index, listener) in scope.listeners.iter().enumerate() {
+            // The route table of a port is built from the egress listener that port
+            // selects (sidecar.go GetEgressListenerForRDS), with only what it imports.
+            let serves = |port: u32| {
+                scope.listener_index(port) == Some(index) && listener.port.is_none_or(|p| p == port)
+            };
+            let services: Vec<&ServiceInfo> = visible
+                .iter()
+                .copied()
+                .filter(|s| listener.imports_service(s))
+                .collect();
+            for svc in &services {
+                for port in svc
+                    .ports
+                    .iter()
+                    .filter(|p| p.protocol == Protocol::Http && serves(p.port))
+                {
+                    let cluster = builder.cluster_for(svc, port.port, "");
+                    per_port.entry(port.port).or_default().insert(
+                        svc.hostname.clone(),
                         VirtualHost {
-                            name: format!("{fqdn}:{port}"),
-                            domains,
-                            routes,
+                            name: format!("{}:{}", svc.hostname, port.port),
+                            domains: service_domains(svc, port.port, ns),
+                            routes: vec![Route {
+                                name: "default".into(),
+                                matcher: RouteMatch::default(),
+                                action: RouteAction::Forward(Box::new(ForwardAction {
+                                    clusters: vec![WeightedCluster {
+                                        cluster,
+                                        weight: 100,
+                                        ..Default::default()
+                                    }],
+                                    total_weight: 100,
+                                    // The default route carries Istio's default retry policy.
+                                    ..Default::default()
+                                })),
+                                source: None,
+                            }],
                             catch_all: None,
                         },
                     );
+                }
+            }
+            for vs_res in &virtual_services {
+                let Spec::VirtualService(vs) = &vs_res.spec else {
+                    continue;
+                };
+                let vs_ns = vs_res.namespace();
+                if !listener.imports_virtual_service(vs, vs_ns) {
                     continue;
                 }
-                for svc in matching {
-                    for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Http) {
-                        if claimed.contains(&(port.port, svc.hostname.clone())) {
-                            continue; // an older VirtualService already owns this host
-                        }
-                        let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port.port);
-                        if routes.is_empty() {
-                            // No rule applies on this port: Istio emits no virtual host for
-                            // this VirtualService, so the default route stays and a later
-                            // VirtualService may still claim the host.
+                for host in &vs.hosts {
+                    let fqdn = resolve_short_name(host, vs_ns);
+                    let matching: Vec<&ServiceInfo> = services
+                        .iter()
+                        .copied()
+                        .filter(|s| host_matches(&fqdn, &s.hostname))
+                        .collect();
+                    if matching.is_empty() {
+                        // A host that is no service: Istio gives it a virtual host on port 80
+                        // only ("to affect traffic to hosts outside of the service registry
+                        // on port 80", pilot/pkg/networking/core/route).
+                        let port = 80;
+                        if !serves(port) || claimed.contains(&(port, fqdn.clone())) {
                             continue;
                         }
-                        claimed.insert((port.port, svc.hostname.clone()));
-                        if let Some(vh) = per_port
-                            .get_mut(&port.port)
-                            .and_then(|m| m.get_mut(&svc.hostname))
+                        let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
+                        if routes.is_empty() {
+                            continue; // no rule applies on this port: no virtual host
+                        }
+                        claimed.insert((port, fqdn.clone()));
+                        let domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
+                        per_port.entry(port).or_default().insert(
+                            fqdn.clone(),
+                            VirtualHost {
+                                name: format!("{fqdn}:{port}"),
+                                domains,
+                                routes,
+                                catch_all: None,
+                            },
+                        );
+                        continue;
+                    }
+                    for svc in matching {
+                        for port in svc
+                            .ports
+                            .iter()
+                            .filter(|p| p.protocol == Protocol::Http && serves(p.port))
                         {
-                            vh.routes = routes;
+                            if claimed.contains(&(port.port, svc.hostname.clone())) {
+                                continue; // an older VirtualService already owns this host
+                            }
+                            let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port.port);
+                            if routes.is_empty() {
+                                // No rule applies on this port: Istio emits no virtual host for
+                                // this VirtualService, so the default route stays and a later
+                                // VirtualService may still claim the host.
+                                continue;
+                            }
+                            claimed.insert((port.port, svc.hostname.clone()));
+                            if let Some(vh) = per_port
+                                .get_mut(&port.port)
+                                .and_then(|m| m.get_mut(&svc.hostname))
+                            {
+                                vh.routes = routes;
+                            }
                         }
                     }
                 }
             }
         }
-        let catch_all = match self.mesh.outbound_policy {
+        let catch_all = match scope.outbound_policy {
             OutboundPolicy::AllowAny => CatchAll::AllowAny,
             OutboundPolicy::RegistryOnly => CatchAll::BlockAll,
         };
@@ -166,14 +420,35 @@ impl<'a> MeshState<'a> {
             vhosts.push(catch_all_vhost(catch_all));
             route_tables.insert(port, RouteTable::new(port.to_string(), vhosts));
         }
+        // TLS, HTTPS and TCP ports (l4.rs): the services and VirtualServices that an
+        // egress listener of the scope imports.
+        let l4_services: Vec<&ServiceInfo> = visible
+            .iter()
+            .copied()
+            .filter(|s| scope.listeners.iter().any(|l| l.imports_service(s)))
+            .collect();
+        let l4_virtual_services: Vec<&Resource> = virtual_services
+            .iter()
+            .copied()
+            .filter(|r| match &r.spec {
+                Spec::VirtualService(vs) => scope
+                    .listeners
+                    .iter()
+                    .any(|l| l.imports_virtual_service(vs, r.namespace())),
+                _ => false,
+            })
+            .collect();
+        let l4 = crate::l4::sidecar_l4(&mut builder, &l4_services, &l4_virtual_services);
         ProxyTables {
             proxy: workload.name.clone(),
             namespace: workload.namespace.clone(),
             kind: ProxyKind::Sidecar,
-            outbound_policy: self.mesh.outbound_policy,
+            outbound_policy: scope.outbound_policy,
             route_tables,
+            l4,
             clusters: builder.finish(),
             gateway_ports: Vec::new(),
+            cluster_dns: self.cluster_dns(ns),
         }
     }
 
@@ -198,6 +473,7 @@ impl<'a> MeshState<'a> {
         // (port) -> host -> vhost; hosts merge routes across VirtualServices, as
         // Istio's gateway route builder merges duplicate virtual hosts.
         let mut per_port: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
+        let mut https_redirects: Vec<(u32, String)> = Vec::new();
         let mut gateways: Vec<&Resource> = self
             .store
             .of_kind(Kind::Gateway)
@@ -217,20 +493,25 @@ impl<'a> MeshState<'a> {
             };
             let gw_id = format!("{}/{}", gw_res.namespace(), gw_res.metadata.name);
             for server in &gw.servers {
-                let protocol = Protocol::select(Some(&server.port.protocol), None, None);
+                let protocol = Protocol::istio(&server.port.protocol, &server.port.name);
                 if protocol != Protocol::Http {
-                    continue; // TLS and TCP servers are not served yet
+                    continue; // TLS PASSTHROUGH and TCP servers: see l4.rs
                 }
                 let port = server.port.number;
+                if server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
+                    for h in &server.hosts {
+                        let host = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
+                        https_redirects.push((port, host.to_ascii_lowercase()));
+                    }
+                }
                 let vhosts = per_port.entry(port).or_default();
-                for vs_res in &self.virtual_services {
+                // The VirtualServices bound to this Gateway that are exported to the
+                // gateway pod's namespace.
+                for vs_res in self.virtual_services_for(&workload.namespace, &gw_id) {
                     let Spec::VirtualService(vs) = &vs_res.spec else {
                         continue;
                     };
                     let vs_ns = vs_res.namespace();
-                    if !binds_to(vs, vs_ns, &gw_id) {
-                        continue;
-                    }
                     for vs_host in &vs.hosts {
                         // Istio resolves VirtualService hosts to FQDNs in the VirtualService's
                         // namespace before they meet the Gateway's hosts.
@@ -278,6 +559,38 @@ impl<'a> MeshState<'a> {
                 }
             }
         }
+        // `tls.httpsRedirect`: Envoy's `require_tls: ALL` on the server's hosts, a 301 to
+        // https for every request (virtual hosts made for hosts no VirtualService covers).
+        for (port, host) in https_redirects {
+            let vhosts = per_port.entry(port).or_default();
+            let name = format!("{host}:{port}");
+            let redirect = Route {
+                name: String::new(),
+                matcher: RouteMatch::default(),
+                action: RouteAction::Redirect(Redirect {
+                    scheme: Some("https".into()),
+                    code: 301,
+                    ..Default::default()
+                }),
+                source: None,
+            };
+            match vhosts.iter_mut().find(|v| v.name == name) {
+                Some(v) => v.routes = vec![redirect],
+                None => {
+                    let domains = if host == "*" {
+                        vec!["*".to_string()]
+                    } else {
+                        vec![host.clone(), format!("{host}:{port}")]
+                    };
+                    vhosts.push(VirtualHost {
+                        name,
+                        domains,
+                        routes: vec![redirect],
+                        catch_all: None,
+                    });
+                }
+            }
+        }
         let route_tables = per_port
             .into_iter()
             .map(|(port, mut vhosts)| {
@@ -291,40 +604,121 @@ impl<'a> MeshState<'a> {
                 (port, RouteTable::new(format!("http.{port}"), vhosts))
             })
             .collect();
+        // TLS PASSTHROUGH and TCP servers, and VirtualService `tls` / `tcp` rules (l4.rs).
+        let l4 = crate::l4::gateway_l4(&mut builder);
         ProxyTables {
             proxy: workload.name.clone(),
             namespace: workload.namespace.clone(),
             kind: ProxyKind::Gateway,
             outbound_policy: self.mesh.outbound_policy,
             route_tables,
+            l4,
             clusters: builder.finish(),
             gateway_ports: service_ports.to_vec(),
+            cluster_dns: HashMap::new(),
         }
     }
 
-    /// DestinationRules for a host, Istio's lookup order: the client's namespace, then
-    /// the service's namespace, then the root namespace (`istio-system`).
+    /// The DestinationRule for a host as a client in `client_ns` (with these labels)
+    /// sees it, Istio's lookup order (push_context.go destinationRule): the rules of
+    /// the client's namespace (`istio-system`'s private ones for a client there),
+    /// then those the service's namespace exports to the client, then those the root
+    /// namespace exports to it. In each, an exact host beats the longest wildcard
+    /// (MostSpecificHostMatch), and the oldest rule wins a tie. A rule with a
+    /// `workloadSelector` stays private to its namespace and applies only to the
+    /// workloads it selects.
     fn destination_rule(
         &self,
         fqdn: &str,
         client_ns: &str,
+        client_labels: &meshbox_config::istio::Labels,
         service_ns: &str,
-    ) -> Option<&DestinationRuleSpec> {
-        let rules: Vec<(&str, &DestinationRuleSpec)> = self
+    ) -> Option<&'a DestinationRuleSpec> {
+        struct Candidate<'r> {
+            ns: &'r str,
+            host: String,
+            export: ExportTo,
+            selected: bool,
+            spec: &'r DestinationRuleSpec,
+        }
+        let mut rules: Vec<(&'a Resource, &'a DestinationRuleSpec)> = self
             .store
             .of_kind(Kind::DestinationRule)
             .filter_map(|r| match &r.spec {
-                Spec::DestinationRule(dr)
-                    if host_matches(&resolve_short_name(&dr.host, r.namespace()), fqdn) =>
-                {
-                    Some((r.namespace(), dr))
-                }
+                Spec::DestinationRule(dr) => Some((r, dr)),
                 _ => None,
             })
             .collect();
-        [client_ns, service_ns, "istio-system"]
+        rules.sort_by_key(|(r, _)| self.store.creation_index(&r.key()));
+        let candidates: Vec<Candidate<'a>> = rules
+            .into_iter()
+            .filter_map(|(r, dr)| {
+                let host = resolve_short_name(&dr.host, r.namespace());
+                if !host_matches(&host, fqdn) {
+                    return None;
+                }
+                let (export, selected) = match &dr.workload_selector {
+                    None => (ExportTo::parse(&dr.export_to, r.namespace()), true),
+                    Some(ws) => (
+                        ExportTo::parse(&["."], r.namespace()),
+                        ws.match_labels
+                            .iter()
+                            .all(|(k, v)| client_labels.get(k) == Some(v)),
+                    ),
+                };
+                Some(Candidate {
+                    ns: r.namespace(),
+                    host,
+                    export,
+                    selected,
+                    spec: dr,
+                })
+            })
+            .collect();
+        // The most specific host of a pool: the exact host, else the longest wildcard.
+        let most_specific = |pool: &[&Candidate<'a>]| -> Option<String> {
+            if pool.iter().any(|c| c.host == fqdn) {
+                return Some(fqdn.to_string());
+            }
+            pool.iter()
+                .map(|c| &c.host)
+                .max_by_key(|h| h.len())
+                .cloned()
+        };
+        // 1. The client's namespace: every rule there that its own namespace sees
+        //    (in the root namespace, its private ones only).
+        let local: Vec<&Candidate> = candidates
             .iter()
-            .find_map(|ns| rules.iter().find(|(rns, _)| rns == ns).map(|(_, dr)| *dr))
+            .filter(|c| c.ns == client_ns && c.selected)
+            .filter(|c| {
+                if client_ns == ROOT_NAMESPACE {
+                    c.export.private_to(client_ns)
+                } else {
+                    c.export.visible_to(client_ns)
+                }
+            })
+            .collect();
+        if let Some(host) = most_specific(&local) {
+            return local.iter().find(|c| c.host == host).map(|c| c.spec);
+        }
+        // 2. Then rules the service's namespace exports (not private-only), 3. then the
+        //    root namespace's: the most specific host first, then only the rules for it
+        //    that are exported to the client (getExportedDestinationRuleFromNamespace).
+        for ns in [service_ns, ROOT_NAMESPACE] {
+            let pool: Vec<&Candidate> = candidates
+                .iter()
+                .filter(|c| c.ns == ns && !c.export.private_to(ns))
+                .collect();
+            if let Some(host) = most_specific(&pool) {
+                if let Some(c) = pool
+                    .iter()
+                    .find(|c| c.host == host && c.export.visible_to(client_ns))
+                {
+                    return Some(c.spec);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -379,14 +773,14 @@ fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String>
 /// Whether a VirtualService applies at `gateway` (`mesh` or `namespace/name`). Istio
 /// indexes VirtualServices by their top-level `gateways` only; a rule's
 /// `match.gateways` then narrows, never widens, where the VirtualService applies.
-fn binds_to(vs: &VirtualServiceSpec, vs_ns: &str, gateway: &str) -> bool {
+pub(crate) fn binds_to(vs: &VirtualServiceSpec, vs_ns: &str, gateway: &str) -> bool {
     effective_gateways(&vs.gateways, vs_ns)
         .iter()
         .any(|g| g == gateway)
 }
 
 /// Gateway names resolved to `namespace/name`; an empty list means `mesh`.
-fn effective_gateways(list: &[String], vs_ns: &str) -> Vec<String> {
+pub(crate) fn effective_gateways(list: &[String], vs_ns: &str) -> Vec<String> {
     if list.is_empty() {
         return vec![MESH_GATEWAY.to_string()];
     }
@@ -420,7 +814,7 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// The host a gateway virtual host is built for, when a Gateway server host
 /// (`[ns/]host`) and a VirtualService host overlap: the more specific of the two.
-fn gateway_host_intersection(
+pub(crate) fn gateway_host_intersection(
     server_host: &str,
     gw_ns: &str,
     vs_host: &str,
@@ -448,10 +842,13 @@ fn gateway_host_intersection(
 }
 
 /// Accumulates the clusters that routes refer to.
-struct TableBuilder<'s, 'a> {
-    state: &'s MeshState<'a>,
+pub(crate) struct TableBuilder<'s, 'a> {
+    pub(crate) state: &'s MeshState<'a>,
     /// The workload whose proxy the tables are for (source labels, namespace).
-    proxy: &'s WorkloadInstance,
+    pub(crate) proxy: &'s WorkloadInstance,
+    /// A Sidecar resource configures the proxy (its scope then also holds the
+    /// destinations of its VirtualServices in its own namespace).
+    sidecar_resource: bool,
     clusters: HashMap<String, Cluster>,
 }
 
@@ -460,6 +857,7 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         TableBuilder {
             state,
             proxy,
+            sidecar_resource: false,
             clusters: HashMap::new(),
         }
     }
@@ -469,14 +867,17 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
     }
 
     /// Registers the cluster for a service port (and subset) and returns its name.
-    fn cluster_for(&mut self, svc: &ServiceInfo, port: u32, subset: &str) -> String {
+    pub(crate) fn cluster_for(&mut self, svc: &ServiceInfo, port: u32, subset: &str) -> String {
         let name = outbound_cluster_name(port, subset, &svc.hostname);
         if self.clusters.contains_key(&name) {
             return name;
         }
-        let dr = self
-            .state
-            .destination_rule(&svc.hostname, &self.proxy.namespace, &svc.namespace);
+        let dr = self.state.destination_rule(
+            &svc.hostname,
+            &self.proxy.namespace,
+            &self.proxy.labels,
+            &svc.namespace,
+        );
         let policy = ClusterPolicy::from_rule(dr, port, subset);
         let subset_labels = if subset.is_empty() {
             None
@@ -564,8 +965,12 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         let vs_id = format!("{vs_ns}/{}", vs_res.metadata.name);
         let top_gateways = effective_gateways(&vs.gateways, vs_ns);
         let proxy = self.proxy;
+        let state = self.state;
         let mut routes = Vec::new();
-        for (rule_index, rule) in vs.http.iter().enumerate() {
+        // Rules with `delegate` are replaced by the delegate's rules, merged with them.
+        for effective in state.rules_of(vs_res) {
+            let rule: &HttpRoute = &effective.rule;
+            let rule_index = effective.index;
             // Istio's TranslateRoute/sourceMatchHTTP: the port must be the listener's;
             // match-level gateways, when given, decide alone; otherwise sourceLabels and
             // sourceNamespace must fit the proxy's workload.
@@ -619,8 +1024,12 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                     source: Some(RouteSource {
                         virtual_service: vs_id.clone(),
                         rule: rule_index,
-                        match_index,
+                        match_index: match_index.and_then(|i| effective.match_origin[i].0),
                         origin: vs_res.origin.clone(),
+                        delegate: effective.delegate.clone().map(|d| DelegateSource {
+                            match_index: match_index.and_then(|i| effective.match_origin[i].1),
+                            ..d
+                        }),
                     }),
                 });
                 if last {
@@ -662,7 +1071,11 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             };
         }
         if let Some(r) = &rule.redirect {
-            return RouteAction::Redirect(Redirect::compile(r, matched_prefix.as_deref()));
+            return RouteAction::Redirect(Redirect::compile(
+                r,
+                matched_prefix.as_deref(),
+                listener_port,
+            ));
         }
         let mut clusters = Vec::new();
         for d in &rule.route {
@@ -716,11 +1129,26 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                     .unwrap_or(100.0),
             });
         }
+        // Istio's precedence: rewrite.authority, then the rule's request header
+        // `:authority`/`host`, then the only destination's (each destination's own when
+        // there are several: applied per pick in the proxy).
+        let authority_rewrite = rule
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.authority.clone())
+            .or_else(|| {
+                HeaderOps::compile(rule.headers.as_ref().and_then(|h| h.request.as_ref())).authority
+            })
+            .or_else(|| {
+                (clusters.len() == 1)
+                    .then(|| clusters[0].request_headers.authority.clone())
+                    .flatten()
+            });
         RouteAction::Forward(Box::new(ForwardAction {
             clusters,
             total_weight,
             uri_rewrite,
-            authority_rewrite: rule.rewrite.as_ref().and_then(|r| r.authority.clone()),
+            authority_rewrite,
             timeout: rule
                 .timeout
                 .as_deref()
@@ -752,11 +1180,16 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
     /// The cluster a destination names: Istio's GetDestinationCluster takes the
     /// destination's port, else the service's only port, else the listener port. A
     /// host that is no service gives a cluster name that does not exist (503 NC).
-    fn destination_cluster(&mut self, d: &Destination, vs_ns: &str, listener_port: u32) -> String {
+    pub(crate) fn destination_cluster(
+        &mut self,
+        d: &Destination,
+        vs_ns: &str,
+        listener_port: u32,
+    ) -> String {
         let fqdn = resolve_short_name(&d.host, vs_ns);
         let subset = d.subset.clone().unwrap_or_default();
         let port = d.port.as_ref().and_then(|p| p.number);
-        match self.state.registry.services.get(&fqdn) {
+        match self.destination_service(&fqdn) {
             Some(svc) => {
                 let port = port
                     .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port))
@@ -765,6 +1198,22 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             }
             None => outbound_cluster_name(port.unwrap_or(listener_port), &subset, &fqdn),
         }
+    }
+
+    /// The service a route's destination reaches from this proxy: the definition
+    /// exported to its namespace; with a Sidecar resource, also one in its own
+    /// namespace (sidecar.go adds VirtualService destinations of the config namespace
+    /// without an exportTo check). `None`: no cluster, 503 NC.
+    pub(crate) fn destination_service(&self, fqdn: &str) -> Option<&'s ServiceInfo> {
+        let state = self.state;
+        let ns = self.proxy.namespace.as_str();
+        state.registry.visible(fqdn, ns).or_else(|| {
+            if self.sidecar_resource {
+                state.registry.definitions(fqdn).find(|s| s.namespace == ns)
+            } else {
+                None
+            }
+        })
     }
 }
 
@@ -873,4 +1322,462 @@ fn is_catch_all(m: &RouteMatch) -> bool {
         && m.authority.is_none()
         && m.headers.is_empty()
         && m.query_params.is_empty()
+}
+
+// ---------------------------------------------------------------------------
+// Sidecar resource: the scope of a workload's sidecar
+// ---------------------------------------------------------------------------
+
+/// What a workload's sidecar sees (Istio's SidecarScope, pilot/pkg/model/sidecar.go).
+struct SidecarScope<'a> {
+    /// The Sidecar resource that applies, if any.
+    sidecar: Option<&'a Resource>,
+    /// Its egress listeners, in order; a catch-all (no port) is last.
+    listeners: Vec<EgressScope>,
+    /// `outboundTrafficPolicy.mode` of the Sidecar, else the mesh's.
+    outbound_policy: OutboundPolicy,
+}
+
+impl SidecarScope<'_> {
+    /// The egress listener whose route table serves `port` (sidecar.go
+    /// GetEgressListenerForRDS): the first catch-all listener or the first listener on
+    /// that port, whichever comes first; `None` when no listener serves it (traffic
+    /// then meets the outbound traffic policy's catch-all).
+    fn listener_index(&self, port: u32) -> Option<usize> {
+        self.listeners
+            .iter()
+            .position(|l| l.port.is_none_or(|p| p == port))
+    }
+}
+
+/// One egress listener: the hosts it imports, by namespace.
+struct EgressScope {
+    /// The listener's port; `None` for the catch-all listener.
+    port: Option<u32>,
+    /// Imported DNS names by namespace (`*` for any namespace, `~` for none); `.` is
+    /// the proxy's namespace.
+    hosts: BTreeMap<String, Vec<String>>,
+}
+
+impl EgressScope {
+    /// The default listener: `*/*`.
+    fn everything() -> EgressScope {
+        EgressScope {
+            port: None,
+            hosts: BTreeMap::from([("*".to_string(), vec!["*".to_string()])]),
+        }
+    }
+
+    /// Reads an `egress` listener of a Sidecar applied to a proxy in `proxy_ns`
+    /// (sidecar.go convertIstioListenerToWrapper: `./host` is the config namespace,
+    /// which for a root-namespace Sidecar is the proxy's; a host without `/` is
+    /// ignored).
+    fn from_listener(l: &IstioEgressListener, proxy_ns: &str) -> EgressScope {
+        let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &l.hosts {
+            let Some((ns, name)) = h.split_once('/') else {
+                continue;
+            };
+            let ns = if ns == "." { proxy_ns } else { ns };
+            hosts
+                .entry(ns.to_string())
+                .or_default()
+                .push(name.trim_end_matches('.').to_ascii_lowercase());
+        }
+        EgressScope {
+            // A port of 0 is a Unix domain socket listener: it serves no TCP port.
+            port: l.port.as_ref().map(|p| p.number),
+            hosts,
+        }
+    }
+
+    /// The imported names that apply to an object of namespace `ns`: those of `ns/`
+    /// and those of `*/`.
+    fn hosts_for<'h>(&'h self, ns: &str) -> impl Iterator<Item = &'h String> + 'h {
+        self.hosts
+            .get(ns)
+            .into_iter()
+            .chain(self.hosts.get("*"))
+            .flatten()
+    }
+
+    /// Whether the listener imports a service (sidecar.go selectServices: the
+    /// service's host name is within an imported host of its namespace or of `*`).
+    fn imports_service(&self, svc: &ServiceInfo) -> bool {
+        self.hosts_for(&svc.namespace)
+            .any(|h| host_subset_of(&svc.hostname, h))
+    }
+
+    /// Whether the listener imports a VirtualService (virtualservice.go
+    /// SelectVirtualServices: one of its hosts overlaps an imported host of its
+    /// namespace or of `*`).
+    fn imports_virtual_service(&self, vs: &VirtualServiceSpec, vs_ns: &str) -> bool {
+        vs.hosts.iter().any(|vh| {
+            let vh = resolve_short_name(vh, vs_ns);
+            self.hosts_for(vs_ns).any(|h| hosts_overlap(&vh, h))
+        })
+    }
+
+    /// The imported hosts as the Sidecar spells them, for messages.
+    fn describe_hosts(&self) -> String {
+        self.hosts
+            .iter()
+            .flat_map(|(ns, names)| names.iter().map(move |n| format!("{ns}/{n}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Istio's host.Name SubsetOf: every name `host` covers is covered by `pattern`.
+fn host_subset_of(host: &str, pattern: &str) -> bool {
+    if host == pattern || pattern == "*" {
+        return true;
+    }
+    match (host.strip_prefix('*'), pattern.strip_prefix('*')) {
+        (_, None) => false,
+        (Some(h), Some(p)) => h.ends_with(p),
+        (None, Some(p)) => host.ends_with(p),
+    }
+}
+
+/// Istio's host.Name Matches: the two (possibly wildcard) names share a name.
+fn hosts_overlap(a: &str, b: &str) -> bool {
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(x), Some(y)) => x.ends_with(y) || y.ends_with(x),
+        (Some(x), None) => b.ends_with(x),
+        (None, Some(y)) => a.ends_with(y),
+        (None, None) => a == b,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// VirtualService delegation
+// ---------------------------------------------------------------------------
+
+/// One HTTP rule of a VirtualService as proxies use it: its own rule, or, for a rule
+/// with `delegate`, one rule of the delegate merged with it.
+struct EffectiveRule<'a> {
+    /// The rule (merged rules have their destinations and gateways resolved to
+    /// fully qualified names in their own namespace).
+    rule: Cow<'a, HttpRoute>,
+    /// Index of the rule in the VirtualService's `http` list.
+    index: usize,
+    /// For each match of `rule`: the root rule's match index and the delegate rule's.
+    match_origin: Vec<(Option<usize>, Option<usize>)>,
+    /// The delegate rule it came from (`match_index` left for each route to fill).
+    delegate: Option<DelegateSource>,
+}
+
+/// A VirtualService's rules with delegation resolved, as Istio's
+/// mergeVirtualServicesIfNeeded (pilot/pkg/model/virtualservice.go) does: a rule with
+/// `delegate` is replaced by the delegate's rules, each merged with it
+/// (mergeHTTPRoute); a delegate that does not exist, has hosts (so is no delegate)
+/// or is not exported to the root's namespace drops the rule.
+fn effective_rules<'a>(
+    store: &'a Store,
+    vs_res: &'a Resource,
+    vs: &'a VirtualServiceSpec,
+) -> Vec<EffectiveRule<'a>> {
+    let root_ns = vs_res.namespace();
+    let mut out = Vec::new();
+    for (index, rule) in vs.http.iter().enumerate() {
+        let Some(d) = &rule.delegate else {
+            out.push(EffectiveRule {
+                rule: Cow::Borrowed(rule),
+                index,
+                match_origin: (0..rule.matches.len()).map(|i| (Some(i), None)).collect(),
+                delegate: None,
+            });
+            continue;
+        };
+        let d_ns = d
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(root_ns);
+        let d_name = d.name.as_deref().unwrap_or_default();
+        let key = ObjectKey {
+            kind: Kind::VirtualService,
+            namespace: d_ns.to_string(),
+            name: d_name.to_string(),
+        };
+        let Some(d_res) = store.get(&key) else {
+            continue; // "delegate not found, ignore only the current HTTP route"
+        };
+        let Spec::VirtualService(d_vs) = &d_res.spec else {
+            continue;
+        };
+        if !d_vs.hosts.is_empty() || !ExportTo::parse(&d_vs.export_to, d_ns).visible_to(root_ns) {
+            continue;
+        }
+        for (j, sub) in d_vs.http.iter().enumerate() {
+            if sub.delegate.is_some() {
+                continue; // one level only: validation rejects a delegate's delegate
+            }
+            if let Some((merged, match_origin)) = merge_http_route(rule, root_ns, sub, d_ns) {
+                out.push(EffectiveRule {
+                    rule: Cow::Owned(merged),
+                    index,
+                    match_origin,
+                    delegate: Some(DelegateSource {
+                        virtual_service: format!("{d_ns}/{d_name}"),
+                        rule: j,
+                        match_index: None,
+                        origin: d_res.origin.clone(),
+                    }),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Istio's mergeHTTPRoute: the delegate's rule, its matches merged with the root's
+/// (`None` on a conflict: the delegate rule is dropped), and what it leaves unset
+/// (rewrite, directResponse, timeout, retries, fault, mirrors, corsPolicy, headers)
+/// taken from the root rule. Names join as `root-delegate`. Destination hosts are
+/// resolved in the namespace that wrote them (resolveVirtualServiceShortnames runs
+/// before the merge).
+type MatchOrigin = Vec<(Option<usize>, Option<usize>)>;
+
+fn merge_http_route(
+    root: &HttpRoute,
+    root_ns: &str,
+    leaf: &HttpRoute,
+    leaf_ns: &str,
+) -> Option<(HttpRoute, MatchOrigin)> {
+    let (matches, origin) = merge_match_requests(
+        &resolve_match_gateways(&root.matches, root_ns),
+        &resolve_match_gateways(&leaf.matches, leaf_ns),
+    )?;
+    let mut out = leaf.clone();
+    resolve_rule_hosts(&mut out, leaf_ns);
+    let mut root = root.clone();
+    resolve_rule_hosts(&mut root, root_ns);
+    out.matches = matches;
+    out.delegate = None;
+    out.name = match (root.name.as_deref(), leaf.name.as_deref()) {
+        (r, None | Some("")) => r.map(str::to_string),
+        (None | Some(""), Some(l)) => Some(l.to_string()),
+        (Some(r), Some(l)) => Some(format!("{r}-{l}")),
+    };
+    macro_rules! inherit {
+        ($($field:ident),*) => {
+            $(if out.$field.is_none() {
+                out.$field = root.$field.clone();
+            })*
+        };
+    }
+    inherit!(
+        rewrite,
+        direct_response,
+        timeout,
+        retries,
+        fault,
+        mirror,
+        mirror_percent,
+        mirror_percent_alias,
+        mirror_percentage,
+        cors_policy,
+        headers
+    );
+    if out.mirrors.is_empty() {
+        out.mirrors = root.mirrors.clone();
+    }
+    Some((out, origin))
+}
+
+/// Match-level gateways resolved to `namespace/name` in the namespace that wrote them.
+fn resolve_match_gateways(matches: &[HttpMatchRequest], ns: &str) -> Vec<HttpMatchRequest> {
+    matches
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if !m.gateways.is_empty() {
+                m.gateways = effective_gateways(&m.gateways, ns);
+            }
+            m
+        })
+        .collect()
+}
+
+/// Destination and mirror hosts resolved to fully qualified names in `ns`.
+fn resolve_rule_hosts(rule: &mut HttpRoute, ns: &str) {
+    for d in &mut rule.route {
+        d.destination.host = resolve_short_name(&d.destination.host, ns);
+    }
+    if let Some(m) = &mut rule.mirror {
+        m.host = resolve_short_name(&m.host, ns);
+    }
+    for m in &mut rule.mirrors {
+        m.destination.host = resolve_short_name(&m.destination.host, ns);
+    }
+}
+
+/// Istio's mergeHTTPMatchRequests: each delegate match must fit at least one root
+/// match without conflict, and gives one merged match per root match it fits.
+fn merge_match_requests(
+    root: &[HttpMatchRequest],
+    leaf: &[HttpMatchRequest],
+) -> Option<(Vec<HttpMatchRequest>, MatchOrigin)> {
+    if root.is_empty() {
+        return Some((
+            leaf.to_vec(),
+            (0..leaf.len()).map(|j| (None, Some(j))).collect(),
+        ));
+    }
+    if leaf.is_empty() {
+        return Some((
+            root.to_vec(),
+            (0..root.len()).map(|i| (Some(i), None)).collect(),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut origin = Vec::new();
+    for (j, sub) in leaf.iter().enumerate() {
+        let mut found = false;
+        for (i, r) in root.iter().enumerate() {
+            if match_conflict(r, sub) {
+                continue;
+            }
+            out.push(merge_match_request(r, sub));
+            origin.push((Some(i), Some(j)));
+            found = true;
+        }
+        if !found {
+            return None;
+        }
+    }
+    (!out.is_empty()).then_some((out, origin))
+}
+
+/// Istio's mergeHTTPMatchRequest: the delegate's match, with the root's conditions
+/// it does not set; header, withoutHeader, query parameter and source label maps
+/// merged (the delegate's value wins on the same key).
+fn merge_match_request(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> HttpMatchRequest {
+    let mut out = leaf.clone();
+    out.name = match (root.name.as_deref(), leaf.name.as_deref()) {
+        (r, None | Some("")) => r.map(str::to_string),
+        (None | Some(""), Some(l)) => Some(l.to_string()),
+        (Some(r), Some(l)) => Some(format!("{r}-{l}")),
+    };
+    macro_rules! inherit {
+        ($($field:ident),*) => {
+            $(if out.$field.is_none() {
+                out.$field = root.$field.clone();
+            })*
+        };
+    }
+    inherit!(
+        uri,
+        scheme,
+        method,
+        authority,
+        port,
+        source_namespace,
+        stat_prefix
+    );
+    fn merged<V: Clone>(
+        root: &BTreeMap<String, V>,
+        leaf: &BTreeMap<String, V>,
+    ) -> BTreeMap<String, V> {
+        let mut m = root.clone();
+        m.extend(leaf.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m
+    }
+    out.headers = merged(&root.headers, &leaf.headers);
+    out.without_headers = merged(&root.without_headers, &leaf.without_headers);
+    out.query_params = merged(&root.query_params, &leaf.query_params);
+    out.source_labels = merged(&root.source_labels, &leaf.source_labels);
+    if out.gateways.is_empty() {
+        out.gateways = root.gateways.clone();
+    }
+    out
+}
+
+/// Istio's hasConflict: whether a delegate match asks for something outside its
+/// root match.
+fn match_conflict(root: &HttpMatchRequest, leaf: &HttpMatchRequest) -> bool {
+    let pairs = [
+        (&root.uri, &leaf.uri),
+        (&root.scheme, &leaf.scheme),
+        (&root.method, &leaf.method),
+        (&root.authority, &leaf.authority),
+    ];
+    if pairs
+        .iter()
+        .any(|(r, l)| string_match_conflict(r.as_ref(), l.as_ref()))
+    {
+        return true;
+    }
+    let map_conflict = |r: &BTreeMap<String, StringMatch>, l: &BTreeMap<String, StringMatch>| {
+        l.iter()
+            .any(|(k, lv)| string_match_conflict(r.get(k), Some(lv)))
+    };
+    if map_conflict(&root.headers, &leaf.headers)
+        || map_conflict(&root.without_headers, &leaf.without_headers)
+        || map_conflict(&root.query_params, &leaf.query_params)
+    {
+        return true;
+    }
+    if root.ignore_uri_case.unwrap_or(false) != leaf.ignore_uri_case.unwrap_or(false) {
+        return true;
+    }
+    if let (Some(r), Some(l)) = (root.port.filter(|p| *p > 0), leaf.port.filter(|p| *p > 0)) {
+        if r != l {
+            return true;
+        }
+    }
+    if let Some(r) = root.source_namespace.as_deref().filter(|s| !s.is_empty()) {
+        if leaf.source_namespace.as_deref() != Some(r) {
+            return true;
+        }
+    }
+    if leaf
+        .source_labels
+        .iter()
+        .any(|(k, v)| root.source_labels.get(k).is_some_and(|rv| rv != v))
+    {
+        return true;
+    }
+    // The root's gateways must be a superset of the delegate's.
+    if !root.gateways.is_empty() && !leaf.gateways.is_empty() {
+        let root_gws: BTreeSet<&String> = root.gateways.iter().collect();
+        if root.gateways.len() < leaf.gateways.len()
+            || leaf.gateways.iter().any(|g| !root_gws.contains(g))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Istio's stringMatchConflict: a delegate's exact or prefix match must lie within
+/// the root's; regexes combine with nothing.
+fn string_match_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>) -> bool {
+    let (Some(root), Some(leaf)) = (root, leaf) else {
+        return false; // no conflict when either is unset
+    };
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    let any = |m: &StringMatch| set(&m.regex).or(set(&m.prefix)).or(set(&m.exact)).is_some();
+    if set(&root.regex).is_some() && any(leaf) {
+        return true;
+    }
+    if set(&leaf.regex).is_some() && any(root) {
+        return true;
+    }
+    if let Some(exact) = set(&root.exact) {
+        return set(&leaf.prefix).is_some() || set(&leaf.exact) != Some(exact);
+    }
+    if let Some(prefix) = set(&root.prefix) {
+        if let Some(p) = set(&leaf.prefix) {
+            return !p.starts_with(prefix);
+        }
+        if let Some(e) = set(&leaf.exact) {
+            return !e.starts_with(prefix);
+        }
+    }
+    true
 }

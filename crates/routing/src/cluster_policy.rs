@@ -1,12 +1,12 @@
 //! A cluster's traffic policy from its DestinationRule: load balancing, connection
-//! pool limits and outlier detection, merged the way Istio merges them (top level,
+//! pool limits, outlier detection and TLS origination (`tls`), merged the way Istio merges them (top level,
 //! then the port's `portLevelSettings`, then the subset's policy and its port level).
 
 use std::time::Duration;
 
 use meshbox_config::istio::{
-    ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection,
-    TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings,
+    OutlierDetection, TrafficPolicy,
 };
 use meshbox_config::validate::parse_duration;
 
@@ -72,6 +72,95 @@ pub struct OutlierPolicy {
     pub max_ejection_percent: u32,
 }
 
+/// `ClientTLSSettings.mode` for TLS origination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum TlsMode {
+    /// `SIMPLE`: TLS towards the endpoints, the server verified.
+    Simple,
+    /// `MUTUAL`: TLS with a client certificate.
+    Mutual,
+}
+
+/// Where a cluster's CA bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum CaSource {
+    /// No `caCertificates`: Istio's default `system` roots (meshbox: the web PKI roots
+    /// of webpki-roots).
+    System,
+    /// `caCertificates: PATH`: a PEM bundle.
+    File(String),
+}
+
+/// Where a client certificate and key come from (MUTUAL).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ClientCert {
+    /// `clientCertificate` and `privateKey` file paths.
+    Files {
+        /// PEM certificate chain.
+        cert: String,
+        /// PEM private key.
+        key: String,
+    },
+}
+
+/// TLS origination of one cluster: a DestinationRule's `trafficPolicy.tls` (or its
+/// `portLevelSettings`), compiled as istiod does in pilot/pkg/networking/core/cluster_tls.go
+/// (`constructUpstreamTLS`, `setAutoSniAndAutoSanValidation`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ClusterTls {
+    /// SIMPLE or MUTUAL.
+    pub mode: TlsMode,
+    /// `credentialName`: a secret, which meshbox reads from
+    /// `$MESHBOX_HOME/credentials/NAME/` (`tls.crt`, `tls.key`, `ca.crt`); it replaces the
+    /// file paths below, as in Istio.
+    pub credential_name: Option<String>,
+    /// The CA that verifies the server (`caCertificates`, default `system`).
+    pub ca: CaSource,
+    /// MUTUAL: the client certificate and key (`clientCertificate`, `privateKey`).
+    pub client_cert: Option<ClientCert>,
+    /// `sni`; `None` means Envoy's `auto_sni`: the request's Host, without its port.
+    pub sni: Option<String>,
+    /// `subjectAltNames`: the server certificate must carry one of them. Empty with no
+    /// `sni`: Envoy's `auto_san_validation` against the SNI sent. Empty with an explicit
+    /// `sni`: the chain is verified but not the name (Istio sets neither).
+    pub subject_alt_names: Vec<String>,
+    /// `insecureSkipVerify`: no verification of the server certificate at all.
+    pub insecure_skip_verify: bool,
+}
+
+impl ClusterTls {
+    /// Compiles `ClientTLSSettings`; `None` for `DISABLE`, no mode, and `ISTIO_MUTUAL`
+    /// (meshbox has no mesh identities: traffic between proxies stays plain text).
+    pub fn compile(tls: &ClientTlsSettings) -> Option<ClusterTls> {
+        let mode = match tls.mode.as_deref()? {
+            "SIMPLE" => TlsMode::Simple,
+            "MUTUAL" => TlsMode::Mutual,
+            _ => return None,
+        };
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let client_cert = match (
+            nonempty(&tls.client_certificate),
+            nonempty(&tls.private_key),
+        ) {
+            (Some(cert), Some(key)) => Some(ClientCert::Files { cert, key }),
+            _ => None,
+        };
+        Some(ClusterTls {
+            mode,
+            credential_name: nonempty(&tls.credential_name),
+            ca: match nonempty(&tls.ca_certificates) {
+                None => CaSource::System,
+                Some(s) if s == "system" => CaSource::System,
+                Some(path) => CaSource::File(path),
+            },
+            client_cert,
+            sni: nonempty(&tls.sni),
+            subject_alt_names: tls.subject_alt_names.clone(),
+            insecure_skip_verify: tls.insecure_skip_verify == Some(true),
+        })
+    }
+}
+
 /// The policy of one cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterPolicy {
@@ -81,6 +170,8 @@ pub struct ClusterPolicy {
     pub limits: Option<PoolLimits>,
     /// Outlier detection, if configured.
     pub outlier: Option<OutlierPolicy>,
+    /// TLS origination towards the endpoints (`trafficPolicy.tls`), if any.
+    pub tls: Option<ClusterTls>,
 }
 
 impl ClusterPolicy {
@@ -106,6 +197,11 @@ impl ClusterPolicy {
             tp.connection_pool.as_ref(),
             tp.outlier_detection.as_ref(),
         );
+        // Istio (MergeTrafficPolicy): a `tls` given replaces the one before it, the
+        // port's over the top level's, the subset's over the rule's.
+        if let Some(tls) = &tp.tls {
+            self.tls = ClusterTls::compile(tls);
+        }
         for pl in &tp.port_level_settings {
             if pl.port.as_ref().and_then(|p| p.number) == Some(port) {
                 self.overlay(
@@ -113,6 +209,9 @@ impl ClusterPolicy {
                     pl.connection_pool.as_ref(),
                     pl.outlier_detection.as_ref(),
                 );
+                if let Some(tls) = &pl.tls {
+                    self.tls = ClusterTls::compile(tls);
+                }
             }
         }
     }

@@ -207,16 +207,26 @@ fn listener_rows(tables: &ProxyTables, listeners: &[ProxyListener]) -> Vec<Liste
                         meshbox_config::OutboundPolicy::AllowAny => PASSTHROUGH_CLUSTER,
                         meshbox_config::OutboundPolicy::RegistryOnly => BLACKHOLE_CLUSTER,
                     };
+                    let mut destination = if ports.is_empty() {
+                        format!("every port: {other}")
+                    } else {
+                        format!(
+                            "Route: the request's port ({}); other ports: {other}",
+                            ports.join(", ")
+                        )
+                    };
+                    // CONNECT tunnels (HTTPS_PROXY) to TLS, HTTPS and TCP service ports.
+                    if !tables.l4.sidecar.is_empty() {
+                        let l4: Vec<String> =
+                            tables.l4.sidecar.keys().map(|p| p.to_string()).collect();
+                        destination.push_str(&format!(
+                            "; CONNECT to TLS/TCP service ports ({}), else {other}",
+                            l4.join(", ")
+                        ));
+                    }
                     (
-                        "sidecar outbound (the workload's HTTP_PROXY)".to_string(),
-                        if ports.is_empty() {
-                            format!("every port: {other}")
-                        } else {
-                            format!(
-                                "Route: the request's port ({}); other ports: {other}",
-                                ports.join(", ")
-                            )
-                        },
+                        "sidecar outbound (the workload's HTTP_PROXY and HTTPS_PROXY)".to_string(),
+                        destination,
                     )
                 }
                 ListenerRole::SidecarInbound { port, app } => (
@@ -231,9 +241,35 @@ fn listener_rows(tables: &ProxyTables, listeners: &[ProxyListener]) -> Vec<Liste
                     service_port,
                 } => (
                     format!("gateway port {service_port} (container port {container_port})"),
-                    match tables.route_table(*service_port) {
-                        Some(t) => format!("Route: {}", t.name),
-                        None => format!(
+                    match (tables.l4.gateway.get(service_port), tables.route_table(*service_port)) {
+                        // TLS PASSTHROUGH and TCP servers (l4.rs) take the port first.
+                        (Some(l4), _) => {
+                            let chains: Vec<String> = l4
+                                .routes
+                                .iter()
+                                .map(|r| {
+                                    let sni = if r.sni_hosts.is_empty() {
+                                        "*".to_string()
+                                    } else {
+                                        r.sni_hosts.join(",")
+                                    };
+                                    let clusters: Vec<&str> =
+                                        r.clusters.iter().map(|c| c.cluster.as_str()).collect();
+                                    format!("{sni} -> {}", clusters.join(" + "))
+                                })
+                                .collect();
+                            let kind = match l4.protocol {
+                                crate::l4::L4Protocol::Tls => "TLS passthrough by SNI",
+                                crate::l4::L4Protocol::Tcp => "TCP",
+                            };
+                            if chains.is_empty() {
+                                format!("{kind}: no tls/tcp route, every connection is closed")
+                            } else {
+                                format!("{kind}: {}", chains.join("; "))
+                            }
+                        }
+                        (None, Some(t)) => format!("Route: {}", t.name),
+                        (None, None) => format!(
                             "no route table (no Gateway server on port {service_port}): every request gets 404"
                         ),
                     },
@@ -589,6 +625,24 @@ pub fn describe_cluster_policy(p: &ClusterPolicy) -> Vec<String> {
             format_duration(o.base_ejection),
             o.max_ejection_percent
         ));
+    }
+    if let Some(t) = &p.tls {
+        let mode = match t.mode {
+            crate::cluster_policy::TlsMode::Simple => "SIMPLE",
+            crate::cluster_policy::TlsMode::Mutual => "MUTUAL",
+        };
+        let sni = t.sni.as_deref().unwrap_or("the request's Host (auto SNI)");
+        let ca = match (&t.credential_name, &t.ca) {
+            (Some(name), _) => format!("credential {name}"),
+            (None, crate::cluster_policy::CaSource::System) => "the web PKI roots".into(),
+            (None, crate::cluster_policy::CaSource::File(f)) => f.clone(),
+        };
+        let verify = if t.insecure_skip_verify {
+            "no verification (insecureSkipVerify)".to_string()
+        } else {
+            format!("verified with {ca}")
+        };
+        out.push(format!("TLS origination: {mode}, SNI {sni}, {verify}"));
     }
     out
 }

@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod build;
 pub mod cluster_policy;
 pub mod dump;
+pub mod l4;
 pub mod policy;
 pub mod registry;
 pub mod tables;

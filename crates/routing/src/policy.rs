@@ -25,6 +25,9 @@ pub struct HeaderOps {
     pub add: Vec<(HeaderName, HeaderValue)>,
     /// Headers removed.
     pub remove: Vec<HeaderName>,
+    /// A request `set`/`add` of `:authority` or `host`: Istio turns it into an
+    /// authority rewrite (pilot/pkg/networking/core/route: translateHeadersOperations).
+    pub authority: Option<String>,
 }
 
 impl HeaderOps {
@@ -34,12 +37,22 @@ impl HeaderOps {
         let Some(ops) = ops else {
             return HeaderOps::default();
         };
+        let is_authority = |k: &str| k.eq_ignore_ascii_case("host") || k == ":authority";
         let pair = |(k, v): (&String, &String)| {
+            if is_authority(k) {
+                return None;
+            }
             Some((
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
                 HeaderValue::from_str(v).ok()?,
             ))
         };
+        let authority = ops
+            .set
+            .iter()
+            .chain(ops.add.iter())
+            .find(|(k, _)| is_authority(k))
+            .map(|(_, v)| v.clone());
         HeaderOps {
             set: ops.set.iter().filter_map(pair).collect(),
             add: ops.add.iter().filter_map(pair).collect(),
@@ -48,12 +61,16 @@ impl HeaderOps {
                 .iter()
                 .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
+            authority,
         }
     }
 
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+        self.set.is_empty()
+            && self.add.is_empty()
+            && self.remove.is_empty()
+            && self.authority.is_none()
     }
 
     /// Applies the operations to a header map.
@@ -75,6 +92,9 @@ impl HeaderOps {
         out.set.extend(other.set.iter().cloned());
         out.add.extend(other.add.iter().cloned());
         out.remove.extend(other.remove.iter().cloned());
+        if other.authority.is_some() {
+            out.authority = other.authority.clone();
+        }
         out
     }
 }
@@ -323,12 +343,11 @@ pub struct Redirect {
     pub path: Option<String>,
     /// Replaces the matched prefix (with the prefix the match used).
     pub prefix_rewrite: Option<(String, String)>,
-    /// Replaces the host.
+    /// Replaces the host (and its port, if it names one).
     pub authority: Option<String>,
-    /// Replaces the port.
+    /// Envoy's `port_redirect`: `port`, or with `derivePort: FROM_REQUEST_PORT` the
+    /// port of the listener the route belongs to.
     pub port: Option<u16>,
-    /// `derivePort: FROM_REQUEST_PORT`.
-    pub port_from_request: bool,
     /// Replaces the scheme.
     pub scheme: Option<String>,
     /// The status code, 301 unless given.
@@ -336,8 +355,22 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// Compiles `redirect`; `matched_prefix` is the prefix of a prefix uri match.
-    pub fn compile(r: &HttpRedirect, matched_prefix: Option<&str>) -> Redirect {
+    /// Compiles `redirect` for a route of `listener_port`; `matched_prefix` is the
+    /// prefix of a prefix uri match. Istio turns `derivePort: FROM_REQUEST_PORT` into
+    /// the listener's port, since Envoy cannot read the port per request
+    /// (pilot/pkg/networking/core/route: translateRedirect).
+    pub fn compile(r: &HttpRedirect, matched_prefix: Option<&str>, listener_port: u32) -> Redirect {
+        // Istio leaves the port out when the listener port is the default of the
+        // redirect's scheme; Envoy then keeps the Host header's port.
+        let scheme_default = if r.scheme.as_deref() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let derived = (r.derive_port.as_deref() == Some("FROM_REQUEST_PORT"))
+            .then(|| u16::try_from(listener_port).ok())
+            .flatten()
+            .filter(|p| u32::from(*p) != scheme_default);
         Redirect {
             path: r.uri.clone(),
             prefix_rewrite: r
@@ -345,8 +378,7 @@ impl Redirect {
                 .clone()
                 .map(|p| (matched_prefix.unwrap_or("/").to_string(), p)),
             authority: r.authority.clone(),
-            port: r.port.and_then(|p| u16::try_from(p).ok()),
-            port_from_request: r.derive_port.as_deref() == Some("FROM_REQUEST_PORT"),
+            port: r.port.and_then(|p| u16::try_from(p).ok()).or(derived),
             scheme: r.scheme.clone(),
             code: r
                 .redirect_code
@@ -355,44 +387,33 @@ impl Redirect {
         }
     }
 
-    /// The `Location` for a request, Envoy's way: each part replaced or kept, the
-    /// port dropped when it is the scheme's default, the query kept unless the new
-    /// path brings its own.
+    /// The `Location` for a request, Envoy's way: a `port_redirect` replaces the port
+    /// and is left out when it is the new scheme's default; without one the Host's
+    /// port stays, unless the scheme changes and it was the old scheme's default. The
+    /// query is kept unless the new path brings its own.
     pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
-        let (host, req_port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                match p.parse::<u16>() {
-                    Ok(port) => (h, Some(port)),
-                    Err(_) => (authority, None),
+        let split = |a: &str| -> (String, Option<u16>) {
+            match a.rsplit_once(':') {
+                Some((h, p))
+                    if !p.is_empty()
+                        && p.bytes().all(|b| b.is_ascii_digit())
+                        && !a.ends_with(']') =>
+                {
+                    (h.to_string(), p.parse().ok())
                 }
+                _ => (a.to_string(), None),
             }
-            _ => (authority, None),
         };
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
-        let (new_host, host_port) = match &self.authority {
-            Some(a) => match a
-                .rsplit_once(':')
-                .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
-            {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (a.clone(), None),
-            },
-            None => (host.to_string(), req_port),
+        let (host, host_port) = split(self.authority.as_deref().unwrap_or(authority));
+        let default_of = |s: &str| if s == "https" { 443 } else { 80 };
+        let port = match self.port {
+            Some(p) if p == default_of(new_scheme) => None,
+            Some(p) => Some(p),
+            None if new_scheme != scheme && host_port == Some(default_of(scheme)) => None,
+            None => host_port,
         };
-        let port = if let Some(p) = self.port {
-            Some(p)
-        } else if self.port_from_request {
-            req_port
-        } else if self.scheme.is_some() && self.scheme.as_deref() != Some(scheme) {
-            None
-        } else {
-            host_port
-        };
-        let default_port = if new_scheme == "https" { 443 } else { 80 };
-        let port_part = match port {
-            Some(p) if p != default_port => format!(":{p}"),
-            _ => String::new(),
-        };
+        let port_part = port.map(|p| format!(":{p}")).unwrap_or_default();
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
@@ -408,7 +429,7 @@ impl Redirect {
             Some(q) if !new_path.contains('?') => format!("{new_path}?{q}"),
             _ => new_path,
         };
-        format!("{new_scheme}://{new_host}{port_part}{path_and_query}")
+        format!("{new_scheme}://{host}{port_part}{path_and_query}")
     }
 }
 
@@ -482,7 +503,7 @@ mod tests {
 
     #[test]
     fn redirect_locations_follow_envoy() {
-        let r = |spec: HttpRedirect, prefix: Option<&str>| Redirect::compile(&spec, prefix);
+        let r = |spec: HttpRedirect, prefix: Option<&str>| Redirect::compile(&spec, prefix, 80);
         // Plain path redirect keeps host, port and query.
         let plain = r(
             HttpRedirect {
@@ -523,9 +544,22 @@ mod tests {
             },
             None,
         );
+        // FROM_REQUEST_PORT is the listener's port (80 here): the default for http,
+        // so left out; kept when the scheme becomes https (routing.go "redirect port
+        // and scheme").
+        assert_eq!(derived.location("http", "a.com:9000", "/"), "http://b.com/");
+        let derived_https = r(
+            HttpRedirect {
+                authority: Some("b.com".into()),
+                derive_port: Some("FROM_REQUEST_PORT".into()),
+                scheme: Some("https".into()),
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(
-            derived.location("http", "a.com:9000", "/"),
-            "http://b.com:9000/"
+            derived_https.location("http", "a.com", "/foo"),
+            "https://b.com:80/foo"
         );
         // Prefix rewrite keeps the rest of the path and the query.
         let prefix = r(

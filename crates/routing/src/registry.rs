@@ -1,7 +1,7 @@
 //! The service registry as istiod sees it: Kubernetes Services with their endpoints
 //! (the running replicas), ServiceEntries, and the Services of the installed gateways.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use meshbox_config::istio::Labels;
@@ -42,6 +42,18 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Istio's `protocol.Parse` for the `protocol` field of Istio's own ports
+    /// (ServiceEntry ports, Gateway servers), where `TCP` means opaque TCP: unlike a
+    /// Kubernetes Service port's `protocol: TCP`, which is the transport only.
+    pub fn istio(protocol: &str, name: &str) -> Protocol {
+        match protocol.to_ascii_uppercase().as_str() {
+            "TCP" | "MONGO" | "MYSQL" | "REDIS" => Protocol::Tcp,
+            "TLS" => Protocol::Tls,
+            "HTTPS" => Protocol::Https,
+            _ => Protocol::select(Some(protocol), None, Some(name)),
+        }
+    }
+
     /// Istio's protocol selection: explicit protocol, else `appProtocol`, else the port
     /// name prefix (`http-...`), else HTTP (meshbox treats sniffed ports as HTTP).
     pub fn select(
@@ -147,6 +159,9 @@ pub struct ServiceInfo {
     pub ports: Vec<ServicePortInfo>,
     /// Where its endpoints come from.
     pub source: ServiceSource,
+    /// The namespaces that see it: a ServiceEntry's `exportTo`, a Service's
+    /// `networking.istio.io/exportTo` annotation.
+    pub export_to: ExportTo,
 }
 
 impl ServiceInfo {
@@ -156,11 +171,79 @@ impl ServiceInfo {
     }
 }
 
+/// Which namespaces see an object: Istio's `exportTo` (pkg/config/visibility). An
+/// empty list means Istio's default, `*` (meshConfig `defaultServiceExportTo`,
+/// `defaultVirtualServiceExportTo` and `defaultDestinationRuleExportTo` unset).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExportTo {
+    /// `*` (or no `exportTo`): every namespace.
+    #[default]
+    Public,
+    /// `~`: no namespace at all.
+    Nobody,
+    /// `.` (the object's own namespace) and namespace names.
+    Namespaces(BTreeSet<String>),
+}
+
+impl ExportTo {
+    /// Reads `exportTo` entries of an object in namespace `own`: as push_context.go
+    /// indexes them, `*` wins over everything, then `~` hides the object, `.` is `own`.
+    pub fn parse<S: AsRef<str>>(entries: &[S], own: &str) -> ExportTo {
+        let entries: Vec<&str> = entries
+            .iter()
+            .map(|e| e.as_ref().trim())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if entries.is_empty() || entries.contains(&"*") {
+            return ExportTo::Public;
+        }
+        if entries.contains(&"~") {
+            return ExportTo::Nobody;
+        }
+        ExportTo::Namespaces(
+            entries
+                .iter()
+                .map(|e| {
+                    if *e == "." {
+                        own.to_string()
+                    } else {
+                        e.to_string()
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether a proxy in namespace `ns` sees the object.
+    pub fn visible_to(&self, ns: &str) -> bool {
+        match self {
+            ExportTo::Public => true,
+            ExportTo::Nobody => false,
+            ExportTo::Namespaces(set) => set.contains(ns),
+        }
+    }
+
+    /// Whether only the object's own namespace (`own`) sees it, as Istio's
+    /// `isPrivateOnly` for DestinationRules.
+    pub fn private_to(&self, own: &str) -> bool {
+        matches!(self, ExportTo::Namespaces(set) if set.len() == 1 && set.contains(own))
+    }
+}
+
+/// The annotation that gives a Kubernetes Service an `exportTo`
+/// (comma-separated, as Istio's Kubernetes registry reads it).
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+
 /// All services, keyed by host name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    /// Services by lower-case host name (FQDN or ServiceEntry host).
+    /// Services by lower-case host name (FQDN or ServiceEntry host): the first
+    /// definition of each host.
     pub services: BTreeMap<String, ServiceInfo>,
+    /// Further definitions of a host from other namespaces (ServiceEntries for the
+    /// same host, each with its own `exportTo`). Istio keeps one service per host and
+    /// namespace; a proxy sees the one its namespace may see (see [`Registry::visible`]).
+    pub others: Vec<ServiceInfo>,
 }
 
 impl Registry {
@@ -195,6 +278,7 @@ impl Registry {
                     source: ServiceSource::Kubernetes {
                         selector: gw.labels.clone(),
                     },
+                    export_to: ExportTo::Public,
                 },
             );
         }
@@ -230,9 +314,17 @@ impl Registry {
                     source: ServiceSource::Kubernetes {
                         selector: spec.selector.clone(),
                     },
+                    // Istio's Kubernetes registry: the annotation, split at commas.
+                    export_to: match r.metadata.annotations.get(EXPORT_TO_ANNOTATION) {
+                        Some(v) => {
+                            ExportTo::parse(&v.split(',').collect::<Vec<_>>(), r.namespace())
+                        }
+                        None => ExportTo::Public,
+                    },
                 },
             );
         }
+        let mut others: Vec<ServiceInfo> = Vec::new();
         for r in store.of_kind(Kind::ServiceEntry) {
             let Spec::ServiceEntry(spec) = &r.spec else {
                 continue;
@@ -252,13 +344,12 @@ impl Registry {
                         name: p.name.clone(),
                         port: p.number,
                         target: TargetPort::Number(p.target_port.unwrap_or(p.number)),
-                        protocol: Protocol::select(Some(&p.protocol), None, Some(&p.name)),
+                        protocol: Protocol::istio(&p.protocol, &p.name),
                     })
                     .collect();
                 let key = host.to_ascii_lowercase();
-                // A Kubernetes Service of the same name wins, as in Istio.
-                services.entry(key.clone()).or_insert(ServiceInfo {
-                    hostname: key,
+                let info = ServiceInfo {
+                    hostname: key.clone(),
                     namespace: r.namespace().to_string(),
                     defined_by: format!("ServiceEntry/{}/{}", r.namespace(), r.metadata.name),
                     ports,
@@ -271,10 +362,62 @@ impl Registry {
                             .filter_map(|e| e.address.clone())
                             .collect(),
                     },
-                });
+                    export_to: ExportTo::parse(&spec.export_to, r.namespace()),
+                };
+                match services.get(&key) {
+                    // A Kubernetes Service of the same name wins, as in Istio; so does the
+                    // first definition in the same namespace.
+                    Some(existing) if existing.namespace == info.namespace => {}
+                    Some(_) => {
+                        if !others
+                            .iter()
+                            .any(|o| o.hostname == key && o.namespace == info.namespace)
+                        {
+                            others.push(info);
+                        }
+                    }
+                    None => {
+                        services.insert(key, info);
+                    }
+                }
             }
         }
-        Registry { services }
+        Registry { services, others }
+    }
+
+    /// Every definition of a host: the first, then those of other namespaces.
+    pub fn definitions<'r>(&'r self, host: &str) -> impl Iterator<Item = &'r ServiceInfo> + 'r {
+        let host = host.to_string();
+        self.services
+            .get(&host)
+            .into_iter()
+            .chain(self.others.iter().filter(move |o| o.hostname == host))
+    }
+
+    /// The definition of `host` a proxy in namespace `ns` sees, if any: only those
+    /// exported to `ns` count, and one of `ns` itself is preferred (Istio's
+    /// servicesExportedToNamespace lists private services first; sidecar.go's
+    /// selectServices prefers the config namespace's), then the first definition.
+    pub fn visible(&self, host: &str, ns: &str) -> Option<&ServiceInfo> {
+        let mut visible = self
+            .definitions(host)
+            .filter(|s| s.export_to.visible_to(ns));
+        let first = visible.next()?;
+        if first.namespace == ns {
+            return Some(first);
+        }
+        Some(visible.find(|s| s.namespace == ns).unwrap_or(first))
+    }
+
+    /// The services a proxy in namespace `ns` sees, one per host name, by host name.
+    pub fn visible_services<'r>(
+        &'r self,
+        ns: &'r str,
+    ) -> impl Iterator<Item = &'r ServiceInfo> + 'r {
+        // Every host of `others` also has a first definition in `services`.
+        self.services
+            .keys()
+            .filter_map(move |h| self.visible(h, ns))
     }
 
     /// The service a destination host names, after Istio's short-name expansion

@@ -46,11 +46,22 @@ pub struct ProxyTables {
     /// HTTP route tables by port: the service port for sidecars (outbound), the
     /// Gateway server port for gateways.
     pub route_tables: BTreeMap<u32, RouteTable>,
+    /// TLS, HTTPS and TCP routing (`tls` and `tcp` VirtualService rules): a sidecar's
+    /// service ports, a gateway's PASSTHROUGH and TCP servers.
+    pub l4: crate::l4::L4Tables,
     /// Clusters by name (`outbound|80||host`).
     pub clusters: HashMap<String, Cluster>,
     /// For gateways: the container ports the pod listens on, each with the Service
     /// port (the Gateway server port) it carries.
     pub gateway_ports: Vec<(u32, u32)>,
+    /// For sidecars: what the cluster's DNS and kube-proxy give the workload, which
+    /// are no part of Envoy's config: every Kubernetes Service name it can resolve
+    /// (`name` in its own namespace, `name.ns`, `name.ns.svc`, the FQDN), with the
+    /// endpoints of each service port. A name the route tables do not know but DNS
+    /// does (a Service hidden by a Sidecar's egress hosts or by exportTo) meets the
+    /// catch-all as in a cluster: 502 under REGISTRY_ONLY, the Service's endpoints
+    /// through PassthroughCluster under ALLOW_ANY, never a DNS failure.
+    pub cluster_dns: HashMap<String, BTreeMap<u32, Vec<SocketAddr>>>,
 }
 
 impl ProxyTables {
@@ -59,6 +70,17 @@ impl ProxyTables {
     /// Istio's PassthroughCluster or BlackHole.
     pub fn route_table(&self, port: u32) -> Option<&RouteTable> {
         self.route_tables.get(&port)
+    }
+
+    /// Where the workload's own connection to `host:port` would go in a cluster, when
+    /// `host` is a Kubernetes Service name (case-insensitive, trailing dot ignored):
+    /// the endpoints of that service port, empty when the Service has no such port
+    /// or no endpoints. `None` when cluster DNS does not know the name.
+    pub fn cluster_address(&self, host: &str, port: u32) -> Option<&[SocketAddr]> {
+        let ports = self
+            .cluster_dns
+            .get(host.trim_end_matches('.').to_ascii_lowercase().as_str())?;
+        Some(ports.get(&port).map_or(&[], Vec::as_slice))
     }
 }
 
@@ -213,6 +235,24 @@ pub struct RouteSource {
     /// Index of the match within the rule, if it had matches.
     pub match_index: Option<usize>,
     /// File, document and line of the VirtualService.
+    pub origin: Origin,
+    /// When the rule hands matching to a delegate VirtualService (`delegate`), the
+    /// delegate's rule that this route came from, merged with the root rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<DelegateSource>,
+}
+
+/// The rule of a delegate VirtualService behind a route (Istio's VirtualService
+/// delegation, pilot/pkg/model/virtualservice.go mergeHTTPRoutes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DelegateSource {
+    /// `namespace/name` of the delegate VirtualService.
+    pub virtual_service: String,
+    /// Index of the rule in the delegate's `http` list.
+    pub rule: usize,
+    /// Index of the delegate rule's match merged into this route, if it had matches.
+    pub match_index: Option<usize>,
+    /// File, document and line of the delegate VirtualService.
     pub origin: Origin,
 }
 

@@ -159,6 +159,10 @@ pub struct RuleRef {
     pub origin: Option<String>,
     /// The route's match conditions, in words.
     pub conditions: String,
+    /// When the rule delegates: the delegate VirtualService's rule merged into this
+    /// route, in words (`rule http[0] (match 1) of VirtualService ns/name at file:line`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<String>,
 }
 
 impl RuleRef {
@@ -173,11 +177,35 @@ impl RuleRef {
                 .as_ref()
                 .map(|s| format!("{}:{}", s.origin.file, s.origin.line)),
             conditions: describe_match(&route.matcher),
+            delegate: route
+                .source
+                .as_ref()
+                .and_then(|s| s.delegate.as_ref())
+                .map(|d| {
+                    format!(
+                        "rule http[{}]{} of VirtualService {} at {}:{}",
+                        d.rule,
+                        d.match_index
+                            .map(|i| format!(" (match {i})"))
+                            .unwrap_or_default(),
+                        d.virtual_service,
+                        d.origin.file,
+                        d.origin.line
+                    )
+                }),
         }
     }
 
     /// `rule http[1] (match 0) of VirtualService ns/name`, or the generated route's name.
     pub fn describe(&self) -> String {
+        let own = self.describe_own();
+        match &self.delegate {
+            Some(d) => format!("{own}, delegated to {d}"),
+            None => own,
+        }
+    }
+
+    fn describe_own(&self) -> String {
         match (&self.virtual_service, self.rule) {
             (Some(vs), Some(rule)) => {
                 let m = match self.match_index {
@@ -712,8 +740,20 @@ fn catch_all(
     steps: &mut Vec<Step>,
 ) -> Verdict {
     let known = ctx.and_then(|c| lookup_host(c, host));
-    let why_unknown = match known {
-        Some(svc) => format!(
+    // A service that a Sidecar's egress hosts or an exportTo hide is handled like an
+    // unknown host (sidecar.go, push_context.go servicesExportedToNamespace).
+    let hidden = ctx.zip(known).and_then(|(c, svc)| {
+        c.state
+            .hidden_reason(c.proxy, &svc.hostname, port)
+            .map(|why| (why, svc))
+    });
+    // Who sets the outbound traffic policy: the workload's Sidecar or the mesh.
+    let policy_from = ctx
+        .and_then(|c| c.state.outbound_policy_origin(c.proxy))
+        .unwrap_or_else(|| "meshConfig.outboundTrafficPolicy.mode".to_string());
+    let why_unknown = match (known, &hidden) {
+        (_, Some((why, _))) => why.clone(),
+        (Some(svc), None) => format!(
             "{host} is {} but has no HTTP port {port} (its ports: {})",
             svc.defined_by,
             svc.ports
@@ -722,7 +762,9 @@ fn catch_all(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        None => format!("{host} is no service of the mesh (no Service or ServiceEntry defines it)"),
+        (None, None) => {
+            format!("{host} is no service of the mesh (no Service or ServiceEntry defines it)")
+        }
     };
     match policy {
         OutboundPolicy::RegistryOnly => {
@@ -733,11 +775,16 @@ fn catch_all(
             steps.push(Step::CatchAll {
                 route: route.clone(),
                 why: format!(
-                    "{why_unknown}, and meshConfig.outboundTrafficPolicy.mode is REGISTRY_ONLY: the catch-all virtual host's route {route} refuses it"
+                    "{why_unknown}, and {policy_from} is REGISTRY_ONLY: the catch-all virtual host's route {route} refuses it"
                 ),
             });
             let mut fixes = Vec::new();
-            if known.is_none() {
+            if let Some((_, svc)) = &hidden {
+                fixes.push(format!(
+                    "make {} visible to this workload: include {}/{} in its Sidecar's egress hosts, and list its namespace in the exportTo of {}",
+                    svc.hostname, svc.namespace, svc.hostname, svc.defined_by
+                ));
+            } else if known.is_none() {
                 fixes.push(format!(
                     "add a ServiceEntry for {host}: hosts: [{host}], ports: [{{number: {port}, name: http, protocol: HTTP}}], resolution: DNS, location: MESH_EXTERNAL"
                 ));
@@ -746,10 +793,17 @@ fn catch_all(
                     "give {host} an HTTP port {port}, or call it on one of its ports"
                 ));
             }
-            fixes.push(
-                "or let every workload reach unknown hosts: install with --set meshConfig.outboundTrafficPolicy.mode=ALLOW_ANY"
-                    .to_string(),
-            );
+            if policy_from.starts_with("Sidecar") {
+                fixes.push(format!(
+                    "or let this workload reach unknown hosts: set outboundTrafficPolicy.mode ALLOW_ANY in {}",
+                    policy_from.trim_end_matches("'s outboundTrafficPolicy.mode")
+                ));
+            } else {
+                fixes.push(
+                    "or let every workload reach unknown hosts: install with --set meshConfig.outboundTrafficPolicy.mode=ALLOW_ANY"
+                        .to_string(),
+                );
+            }
             refused(
                 502,
                 "-",
@@ -767,7 +821,7 @@ fn catch_all(
             steps.push(Step::CatchAll {
                 route: route.clone(),
                 why: format!(
-                    "{why_unknown}; meshConfig.outboundTrafficPolicy.mode is ALLOW_ANY, so the catch-all route {route} lets it out"
+                    "{why_unknown}; {policy_from} is ALLOW_ANY, so the catch-all route {route} lets it out"
                 ),
             });
             steps.push(Step::Passthrough {

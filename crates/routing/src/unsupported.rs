@@ -10,22 +10,27 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
     let mut note = |field: String| notes.push(field);
     match &r.spec {
         Spec::VirtualService(vs) => {
-            if !vs.tcp.is_empty() {
-                note("spec.tcp".into());
-            }
-            if !vs.tls.is_empty() {
-                note("spec.tls".into());
-            }
-            if !vs.export_to.is_empty() {
-                note("spec.exportTo".into());
-            }
-            for (i, rule) in vs.http.iter().enumerate() {
-                let p = format!("spec.http[{i}]");
-                let fields = [("delegate", rule.delegate.is_some())];
-                for (name, present) in fields {
-                    if present {
-                        note(format!("{p}.{name}"));
+            // `tls` and `tcp` rules are enforced (l4.rs); `sourceSubnet` is not (Istio
+            // reads it at gateways only, and ignores it there too).
+            for (i, rule) in vs.tcp.iter().enumerate() {
+                for (j, m) in rule.matches.iter().enumerate() {
+                    if m.source_subnet.is_some() {
+                        note(format!("spec.tcp[{i}].match[{j}].sourceSubnet"));
                     }
+                }
+            }
+        }
+        // Gateway servers: HTTP, TLS PASSTHROUGH and opaque TCP are served; TLS
+        // termination is not.
+        Spec::Gateway(gw) => {
+            for (i, server) in gw.servers.iter().enumerate() {
+                let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
+                if let Some(
+                    m @ ("SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL"
+                    | "AUTO_PASSTHROUGH"),
+                ) = mode
+                {
+                    note(format!("spec.servers[{i}].tls.mode {m} (TLS termination)"));
                 }
             }
         }
@@ -45,10 +50,22 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                         note(format!("{path}.{name}"));
                     }
                 };
+                // TLS origination (SIMPLE, MUTUAL) is enforced (cluster_policy.rs,
+                // meshbox-proxy tls.rs); ISTIO_MUTUAL (mesh identities) and CRLs are not.
+                let tls_settings = tp
+                    .tls
+                    .iter()
+                    .chain(tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref()));
+                let (mut istio_mutual, mut crl) = (false, false);
+                for t in tls_settings {
+                    istio_mutual |= t.mode.as_deref() == Some("ISTIO_MUTUAL");
+                    crl |= t.ca_crl.as_deref().is_some_and(|c| !c.is_empty());
+                }
                 check(
-                    "tls",
-                    tp.tls.is_some() || tp.port_level_settings.iter().any(|p| p.tls.is_some()),
+                    "tls.mode ISTIO_MUTUAL (traffic stays plain text)",
+                    istio_mutual,
                 );
+                check("tls.caCrl", crl);
                 check("tunnel", tp.tunnel.is_some());
                 check("proxyProtocol", tp.proxy_protocol.is_some());
                 check("retryBudget", tp.retry_budget.is_some());
@@ -89,12 +106,38 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     pool_extras,
                 );
             }
-            if !dr.export_to.is_empty() {
-                note("spec.exportTo".into());
+        }
+        // The Sidecar resource: workloadSelector, egress hosts and ports and
+        // outboundTrafficPolicy.mode are enforced (build.rs SidecarScope); the rest not.
+        Spec::Sidecar(sc) => {
+            if !sc.ingress.is_empty() {
+                note("spec.ingress".into());
+            }
+            if sc.inbound_connection_pool.is_some() {
+                note("spec.inboundConnectionPool".into());
+            }
+            for (i, e) in sc.egress.iter().enumerate() {
+                if e.bind.as_deref().is_some_and(|b| !b.is_empty()) {
+                    note(format!("spec.egress[{i}].bind"));
+                }
+                if e.capture_mode.as_deref().is_some_and(|m| m != "DEFAULT") {
+                    note(format!("spec.egress[{i}].captureMode"));
+                }
+                if e.port
+                    .as_ref()
+                    .is_some_and(|p| p.protocol.eq_ignore_ascii_case("HTTP_PROXY"))
+                {
+                    note(format!("spec.egress[{i}].port.protocol HTTP_PROXY"));
+                }
+            }
+            if sc
+                .outbound_traffic_policy
+                .as_ref()
+                .is_some_and(|p| p.egress_proxy.is_some())
+            {
+                note("spec.outboundTrafficPolicy.egressProxy".into());
             }
         }
-        Spec::Sidecar(_) => note("spec (the Sidecar resource)".into()),
-        Spec::ServiceEntry(se) if !se.export_to.is_empty() => note("spec.exportTo".into()),
         _ => {}
     }
     notes
@@ -116,12 +159,21 @@ mod tests {
 
     #[test]
     fn ignored_fields_are_named_and_supported_ones_are_not() {
-        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [a]\n  http:\n  - delegate:\n      name: b\n  - retries:\n      attempts: 3\n    route:\n    - destination:\n        host: a\n";
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [a]\n  exportTo: ['.']\n  http:\n  - delegate:\n      name: b\n  - retries:\n      attempts: 3\n    route:\n    - destination:\n        host: a\n";
         let r = &load_str("r.yaml", yaml, &LoadOptions::default()).unwrap()[0];
+        assert_eq!(unsupported_features(r), Vec::<String>::new());
+    }
+
+    // The Sidecar's workloadSelector, egress hosts and ports and outboundTrafficPolicy
+    // are enforced; ingress listeners are not.
+    #[test]
+    fn sidecar_ingress_is_named_and_egress_is_not() {
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: s\nspec:\n  workloadSelector:\n    labels:\n      app: a\n  ingress:\n  - port:\n      number: 9080\n      protocol: HTTP\n      name: http\n    defaultEndpoint: 127.0.0.1:8080\n  egress:\n  - hosts: ['./*']\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n";
+        let r = &load_str("s.yaml", yaml, &LoadOptions::default()).unwrap()[0];
         let notes = unsupported_features(r);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
-            notes[0].contains("virtualservice.networking.istio.io/r: spec.http[0].delegate"),
+            notes[0].contains("sidecar.networking.istio.io/s: spec.ingress "),
             "{notes:?}"
         );
     }

@@ -169,7 +169,7 @@ pub fn files_beside(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The built-in apps (kept here to avoid a dependency on the apps crate).
 pub fn meshbox_apps_names() -> &'static [&'static str] {
-    &["service-a", "service-b", "service-c", "worldtime"]
+    &["service-a", "service-b", "service-c", "worldtime", "echo"]
 }
 
 #[cfg(test)]
@@ -195,6 +195,10 @@ mod tests {
             map.resolve(Some("meshbox/worldtime:latest"), &[], &[])
                 .unwrap(),
             LocalCommand::App("worldtime".into())
+        );
+        assert_eq!(
+            map.resolve(Some("meshbox/echo"), &[], &[]).unwrap(),
+            LocalCommand::App("echo".into())
         );
         let e = map.resolve(Some("nope:1"), &[], &[]).unwrap_err();
         assert!(e.contains("nope:1") && e.contains(IMAGES_FILE), "{e}");

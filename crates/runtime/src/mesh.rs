@@ -471,7 +471,10 @@ impl Mesh {
                 named_ports: Default::default(),
             },
         );
-        (Proxy::new(settings, empty), writer)
+        let proxy = Proxy::new(settings, empty);
+        // DestinationRule `credentialName: NAME` reads `$MESHBOX_HOME/credentials/NAME/`.
+        proxy.set_credentials_dir(Some(self.settings.dir.join("credentials")));
+        (proxy, writer)
     }
 
     /// Points every proxy at access log targets for the current options, where the
