@@ -295,3 +295,106 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
         );
     }
 }
+
+/// `consistentHash.httpQueryParameterName`: the same parameter value, the same endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_by_query_parameter_is_sticky() {
+    let (_a, _b, pods) = two_echoes().await;
+    let sidecar = sidecar_for(
+        &with_rule(
+            "    loadBalancer:\n      consistentHash:\n        httpQueryParameterName: user\n",
+        ),
+        &pods,
+    )
+    .await;
+    for user in ["alice", "bob", "carol"] {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..8 {
+            let reply = send(
+                sidecar.addr,
+                get(&format!("http://svc/?user={user}&x=1"), "svc"),
+            )
+            .await;
+            seen.insert(reply.echo().upstream);
+        }
+        assert_eq!(seen.len(), 1, "{user}: {seen:?}");
+    }
+}
+
+/// `outlierDetection.consecutiveGatewayErrors`: 502/503/504 count; an endpoint answering
+/// 502 twice is ejected (502 is not in Istio's default retry conditions, so each try
+/// is one request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_on_gateway_errors() {
+    let bad = fixed_status(502).await;
+    let good = echo_upstream("good").await;
+    let pods = vec![
+        bare_pod("svc-bad", "svc", 8080, bad),
+        bare_pod("svc-good", "svc", 8080, good.addr),
+    ];
+    let sidecar = sidecar_for(
+        &with_rule("    outlierDetection:\n      consecutive5xxErrors: 0\n      consecutiveGatewayErrors: 2\n      baseEjectionTime: 60s\n      maxEjectionPercent: 50\n"),
+        &pods,
+    )
+    .await;
+    let mut bad_answers = 0;
+    for _ in 0..12 {
+        if send(sidecar.addr, get("http://svc/", "svc")).await.status == 502 {
+            bad_answers += 1;
+        }
+    }
+    assert_eq!(bad_answers, 2);
+}
+
+/// `loadBalancer.simple: PASSTHROUGH`: no balancing; the request goes to the address its
+/// host resolves to (here a ServiceEntry host sent to a local server by `--resolve`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_goes_to_the_resolved_address() {
+    let target = echo_upstream("resolved").await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ext
+spec:
+  hosts: [ext.example]
+  ports:
+  - number: {port}
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  endpoints:
+  - address: 192.0.2.1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: ext
+spec:
+  host: ext.example
+  trafficPolicy:
+    loadBalancer:
+      simple: PASSTHROUGH
+",
+        port = target.addr.port()
+    );
+    let overrides = vec![meshbox_proxy::Override::parse_resolve(&format!(
+        "ext.example:{}:127.0.0.1",
+        target.addr.port()
+    ))
+    .expect("override")];
+    let sidecar = sidecar(
+        sidecar_tables(&store(&yaml), &registry_only(), &[]),
+        overrides,
+        3,
+    )
+    .await;
+    let host = format!("ext.example:{}", target.addr.port());
+    let reply = send(sidecar.addr, get(&format!("http://{host}/"), &host)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.echo().upstream,
+        "resolved",
+        "not the ServiceEntry's endpoint 192.0.2.1"
+    );
+}
