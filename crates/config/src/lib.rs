@@ -7,13 +7,16 @@
 pub mod istio;
 pub mod kube;
 pub mod load;
-mod locate;
+pub mod locate;
 pub mod mesh;
 pub mod resource;
 pub mod store;
 pub mod validate;
 
-pub use load::{load_sources, load_str, read_sources, LoadError, LoadErrors, LoadOptions, Source};
+pub use load::{
+    load_sources, load_str, read_sources, split_documents, DocumentText, LoadError, LoadErrors,
+    LoadOptions, Source,
+};
 pub use mesh::{GatewayComponent, GatewayRole, MeshOptions, OutboundPolicy};
 pub use resource::{Kind, ObjectKey, Origin, Resource, Spec};
 pub use store::{ApplyAction, Store};

@@ -245,15 +245,19 @@ pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Result<Vec<Resour
     )
 }
 
-struct DocumentText<'a> {
-    text: &'a str,
-    first_line: usize,
+/// One document of a YAML stream and the line of the file where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentText<'a> {
+    /// The document's text, without its `---` marker.
+    pub text: &'a str,
+    /// 1-based line of the file where the document starts.
+    pub first_line: usize,
 }
 
 /// Splits a YAML stream at its `---` document markers, keeping each document's first
 /// line so that errors point at lines of the whole file. Each document is then parsed
 /// by the YAML library on its own.
-fn split_documents(text: &str) -> Vec<DocumentText<'_>> {
+pub fn split_documents(text: &str) -> Vec<DocumentText<'_>> {
     let mut docs = Vec::new();
     let mut start = 0usize;
     let mut start_line = 1usize;

@@ -11,12 +11,23 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use std::fmt;
 
 /// 1-based (line, column) of `path` in the YAML `text`, relative to the text.
-pub(crate) fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let de = serde_norway::Deserializer::from_str(text);
     match (Walk { rest: path }).deserialize(de) {
         Ok(()) => None,
         Err(e) => e.location().map(|l| (l.line(), l.column())),
     }
+}
+
+/// The string scalar at a dotted `path` (map keys only) of one YAML document, read
+/// even when the document is not a valid object of its kind.
+pub fn scalar_at(text: &str, path: &str) -> Option<String> {
+    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    let mut cur = &value;
+    for key in path.split('.') {
+        cur = cur.get(key)?;
+    }
+    cur.as_str().map(str::to_string)
 }
 
 fn stop<E: de::Error>() -> E {

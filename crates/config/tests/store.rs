@@ -169,3 +169,21 @@ fn creation_order_survives_reconfiguration_and_resets_on_delete() {
     store.apply(load(&service("first", "a", 80)));
     assert!(store.creation_index(&first) > store.creation_index(&second));
 }
+
+/// The public YAML helpers other crates use to point at lines: documents keep their
+/// first line, `locate` finds a field, `scalar_at` reads a string.
+#[test]
+fn yaml_helpers_locate_fields_and_documents() {
+    use meshbox_config::locate::{locate, scalar_at};
+    let docs = meshbox_config::split_documents("a: 1\n---\nb: 2\n---\n\nc: 3\n");
+    let firsts: Vec<usize> = docs.iter().map(|d| d.first_line).collect();
+    assert_eq!(firsts, [1, 3, 5]);
+    let doc = "metadata:\n  name: a\nspec:\n  hosts:\n  - a\n  - b\n  http:\n  - route:\n    - destination:\n        host: x\n      weight: 60\n";
+    assert_eq!(locate(doc, "spec.hosts[1]").map(|p| p.0), Some(6));
+    assert_eq!(
+        locate(doc, "spec.http[0].route[0].weight").map(|p| p.0),
+        Some(11)
+    );
+    assert_eq!(scalar_at(doc, "metadata.name").as_deref(), Some("a"));
+    assert_eq!(scalar_at(doc, "metadata.namespace"), None);
+}

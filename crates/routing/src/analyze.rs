@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use meshbox_config::istio::{
     Destination, DestinationRuleSpec, GatewaySpec, HttpMatchRequest, Labels, VirtualServiceSpec,
 };
+use meshbox_config::locate::{locate, scalar_at};
 use meshbox_config::{
-    load_str, Kind, LoadError, LoadOptions, MeshOptions, ObjectKey, Resource, Source, Spec, Store,
+    load_str, split_documents, Kind, LoadError, LoadOptions, MeshOptions, ObjectKey, Resource,
+    Source, Spec, Store,
 };
 
 use crate::build::MESH_GATEWAY;
@@ -323,7 +325,7 @@ pub fn analyze_sources(sources: &[Source], namespace: &str) -> FileAnalysis {
     let mut skipped = Vec::new();
     let mut resources: Vec<Resource> = Vec::new();
     for source in sources {
-        for (index, doc) in documents(&source.text).into_iter().enumerate() {
+        for (index, doc) in split_documents(&source.text).into_iter().enumerate() {
             // Padding keeps the loader's line numbers those of the whole file.
             let padded = format!("{}{}", "\n".repeat(doc.first_line - 1), doc.text);
             match load_str(&source.name, &padded, &opts) {
@@ -416,8 +418,7 @@ fn schema_error(e: &LoadError, doc: &str, first_line: usize, namespace: &str) ->
         MessageResource {
             kind: kind.to_string(),
             namespace: if namespaced {
-                scalar_at(doc, first_line, "metadata.namespace")
-                    .unwrap_or_else(|| namespace.to_string())
+                scalar_at(doc, "metadata.namespace").unwrap_or_else(|| namespace.to_string())
             } else {
                 String::new()
             },
@@ -1067,203 +1068,6 @@ fn unreachable_in(r: &Resource, rules: &[RuleView], out: &mut Vec<Message>) {
 // Documents and lines
 // ---------------------------------------------------------------------------
 
-/// One YAML document of a file.
-struct Document<'a> {
-    text: &'a str,
-    first_line: usize,
-}
-
-fn is_marker(line: &str) -> bool {
-    let line = line.trim_end_matches(['\n', '\r']);
-    line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "..."
-}
-
-/// The documents of a YAML stream, split at `---` lines as the loader splits them.
-fn documents(text: &str) -> Vec<Document<'_>> {
-    let mut docs = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        if is_marker(line) {
-            docs.push(Document {
-                text: &text[start..offset],
-                first_line: start_line,
-            });
-            start = offset + line.len();
-            start_line = index + 2;
-        }
-        offset += line.len();
-    }
-    docs.push(Document {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    docs
-}
-
-/// One key or sequence item of a block-style YAML document.
-struct Entry<'a> {
-    line: usize,
-    column: usize,
-    item: bool,
-    text: &'a str,
-}
-
-/// The keys and items of the document starting at `first_line` of `text`, up to the
-/// next document marker.
-fn entries(text: &str, first_line: usize) -> Vec<Entry<'_>> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim_end();
-        let content = line.trim_start_matches(' ');
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        if is_marker(line) {
-            if out.is_empty() {
-                continue;
-            }
-            break;
-        }
-        let mut column = line.len() - content.len();
-        let mut rest = content;
-        loop {
-            if rest == "-" || rest.starts_with("- ") {
-                out.push(Entry {
-                    line: first_line + i,
-                    column,
-                    item: true,
-                    text: rest,
-                });
-                let after = &rest[1..];
-                let inner = after.trim_start_matches(' ');
-                column += 1 + after.len() - inner.len();
-                rest = inner;
-                if rest.is_empty() {
-                    break;
-                }
-            } else {
-                out.push(Entry {
-                    line: first_line + i,
-                    column,
-                    item: false,
-                    text: rest,
-                });
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// The key of a `key: value` entry.
-fn key_of(text: &str) -> Option<&str> {
-    if let Some(q) = text.chars().next().filter(|c| *c == '"' || *c == '\'') {
-        let end = text[1..].find(q)? + 1;
-        return text[end + 1..]
-            .trim_start()
-            .starts_with(':')
-            .then(|| &text[1..end]);
-    }
-    if let Some(i) = text.find(": ") {
-        return Some(text[..i].trim_end());
-    }
-    text.strip_suffix(':').map(str::trim_end)
-}
-
-/// The entry where `path` (`spec.http[0].route[1].destination.host`) is written, or
-/// the deepest one on the way to it; `None` when not even the first step is there.
-fn locate_entry(es: &[Entry<'_>], path: &str) -> Option<usize> {
-    let (mut lo, mut hi) = (0, es.len());
-    let mut rest = path;
-    let mut found = None;
-    while !rest.is_empty() && lo < hi {
-        let column = es[lo].column;
-        if let Some(r) = rest.strip_prefix('[') {
-            let Some((n, r)) = r.split_once(']') else {
-                break;
-            };
-            let Ok(n) = n.parse::<usize>() else {
-                break;
-            };
-            rest = r.strip_prefix('.').unwrap_or(r);
-            let Some(j) = (lo..hi)
-                .filter(|&j| es[j].column == column && es[j].item)
-                .nth(n)
-            else {
-                break;
-            };
-            found = Some(j);
-            lo = j + 1;
-            hi = (lo..hi)
-                .find(|&k| es[k].column <= es[j].column)
-                .unwrap_or(hi);
-        } else {
-            let keys: Vec<(usize, &str)> = (lo..hi)
-                .filter(|&j| es[j].column == column && !es[j].item)
-                .filter_map(|j| key_of(es[j].text).map(|k| (j, k)))
-                .collect();
-            // The whole rest first, so that a key with dots wins over a shorter one.
-            let hit = keys
-                .iter()
-                .find(|(_, k)| *k == rest)
-                .map(|&(j, _)| (j, ""))
-                .or_else(|| {
-                    keys.iter().find_map(|&(j, k)| {
-                        let after = rest.strip_prefix(k)?;
-                        if let Some(a) = after.strip_prefix('.') {
-                            Some((j, a))
-                        } else if after.starts_with('[') {
-                            Some((j, after))
-                        } else {
-                            None
-                        }
-                    })
-                });
-            let Some((j, r)) = hit else {
-                break;
-            };
-            found = Some(j);
-            rest = r;
-            lo = j + 1;
-            // A block sequence may sit at its key's own column.
-            hi = (lo..hi)
-                .find(|&k| {
-                    es[k].column < es[j].column || (es[k].column == es[j].column && !es[k].item)
-                })
-                .unwrap_or(hi);
-        }
-    }
-    found
-}
-
-/// The text of the document starting at `first_line`.
-fn document_at(text: &str, first_line: usize) -> &str {
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == first_line {
-            return &text[offset..];
-        }
-        offset += line.len();
-    }
-    ""
-}
-
-/// The scalar written at `path` of the document starting at `first_line` of `doc`.
-fn scalar_at(doc: &str, first_line: usize, path: &str) -> Option<String> {
-    let es = entries(doc, first_line);
-    let e = &es[locate_entry(&es, path)?];
-    let key = key_of(e.text)?;
-    if !path.ends_with(key) {
-        return None;
-    }
-    let after = &e.text[e.text.find(':')? + 1..];
-    let value = after.split(" #").next().unwrap_or("").trim();
-    let value = value.trim_matches(|c| c == '"' || c == '\'');
-    (!value.is_empty()).then(|| value.to_string())
-}
-
 /// Points each message that names a field at the line of that field in its file.
 fn point_at_fields(messages: &mut [Message], sources: &[Source]) {
     for m in messages {
@@ -1273,10 +1077,11 @@ fn point_at_fields(messages: &mut [Message], sources: &[Source]) {
         let Some(source) = sources.iter().find(|s| s.name == origin.file) else {
             continue;
         };
-        let doc = document_at(&source.text, origin.line);
-        let es = entries(doc, origin.line);
-        if let Some(j) = locate_entry(&es, field) {
-            origin.line = es[j].line;
+        let doc = split_documents(&source.text)
+            .into_iter()
+            .find(|d| d.first_line == origin.line);
+        if let Some((line, _)) = doc.and_then(|d| locate(d.text, field)) {
+            origin.line += line - 1;
         }
     }
 }
@@ -1835,45 +1640,5 @@ spec:
         );
         assert_eq!(codes(&in_namespace(m.clone(), Some("other"))), ["IST0174"]);
         assert_eq!(in_namespace(m, None).len(), 3);
-    }
-
-    #[test]
-    fn locates_fields_in_block_yaml() {
-        let doc = "\
-apiVersion: v1
-kind: X
-metadata:
-  name: a
-  labels:
-    app.kubernetes.io/name: z
-    app: y
-spec:
-  hosts:
-  - a
-  - b
-  http:
-    - route:
-        - destination:
-            host: x
-          weight: 60
-        - destination:
-            host: y
-  \"quoted\": 1
-";
-        let es = entries(doc, 1);
-        let line = |p: &str| locate_entry(&es, p).map(|j| es[j].line);
-        assert_eq!(line("spec.hosts[1]"), Some(11));
-        assert_eq!(line("spec.http[0].route[1].destination.host"), Some(18));
-        assert_eq!(line("spec.http[0].route[0].weight"), Some(16));
-        assert_eq!(line("metadata.labels.app.kubernetes.io/name"), Some(6));
-        assert_eq!(line("metadata.labels.app"), Some(7));
-        assert_eq!(line("spec.quoted"), Some(19));
-        // Missing: the deepest entry on the way.
-        assert_eq!(line("spec.http[0].timeout"), Some(13));
-        assert_eq!(line("nothing"), None);
-        assert_eq!(scalar_at(doc, 1, "metadata.name").as_deref(), Some("a"));
-        let docs = documents("a: 1\n---\nb: 2\n---\n\nc: 3\n");
-        let firsts: Vec<usize> = docs.iter().map(|d| d.first_line).collect();
-        assert_eq!(firsts, [1, 3, 5]);
     }
 }
