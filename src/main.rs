@@ -51,6 +51,16 @@ enum Command {
         /// Seed for weighted routing choices, for reproducible runs.
         #[arg(long, env = "MESHBOX_SEED")]
         seed: Option<u64>,
+        /// Local port of the admin listener serving every proxy's Prometheus metrics (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        metrics_port: u16,
+    },
+    /// Prometheus metrics: the scrape URL of every proxy, or one proxy's metrics.
+    Metrics {
+        /// Pod, Deployment or gateway name; without it, the list of scrape URLs.
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
     /// Apply manifests to the running mesh.
     Apply {
@@ -151,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stand_in,
             ingress_port,
             seed,
+            metrics_port,
         } => {
             meshbox_runtime::run_up(UpOptions {
                 paths,
@@ -162,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stand_in,
                 ingress_port,
                 seed,
+                metrics_port,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -253,9 +265,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             meshbox_apps::main_for(&name).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Metrics { name, namespace } => {
+            let dir = meshbox_runtime::paths::state_dir();
+            let file = meshbox_runtime::paths::admin_address_file(&dir);
+            let addr = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("error: no running mesh ({}: {e})", file.display()))?;
+            let path = match name {
+                None => meshbox_runtime::admin::METRICS_PATH.to_string(),
+                Some(name) => {
+                    let pod = locate(name, namespace).await?;
+                    format!(
+                        "{}/{}/{}",
+                        meshbox_runtime::admin::METRICS_PATH,
+                        pod.namespace,
+                        pod.name
+                    )
+                }
+            };
+            print!("{}", http_get_body(addr.trim(), &path)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Trace(args) => trace_cmd::run(args).await,
         Command::ProxyConfig(args) => proxy_config_cmd::run(args).await,
     }
+}
+
+/// `GET path` from a local HTTP server over a fresh connection; the body.
+fn http_get_body(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| anyhow::anyhow!("error: cannot reach the metrics listener {addr}: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    Ok(raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
 }
 
 async fn locate(

@@ -285,8 +285,9 @@ fn egress_hosts_make_a_service_invisible_to_one_workload() {
     wait_for_body(&mesh, "/service-a", refused);
     always(&mesh, "/service-a", refused);
     mesh.wait_for_log("service-a-v1-deployment", NS, |l| {
-        l.lines()
-            .any(|line| line.contains("\"producer-internal-host\"") && line.ends_with(" block_all"))
+        l.lines().any(|line| {
+            line.contains("\"producer-internal-host:80\"") && line.ends_with(" block_all")
+        })
     });
     // Another workload still reaches it (exec runs with the workload's sidecar as
     // HTTP proxy).

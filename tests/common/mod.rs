@@ -35,10 +35,16 @@ pub fn meshbox() -> Command {
 impl MeshProcess {
     /// Starts `meshbox up ARGS` and waits (with a deadline) for the GATEWAY_URL line.
     pub fn start(args: &[&str]) -> MeshProcess {
+        MeshProcess::start_with_env(args, &[])
+    }
+
+    /// `start`, with these variables added to meshbox's environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> MeshProcess {
         let home = tempfile::tempdir().expect("tempdir");
         let mut child = meshbox()
             .arg("up")
             .args(args)
+            .envs(env.iter().copied())
             .env("MESHBOX_HOME", home.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

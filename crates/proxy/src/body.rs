@@ -36,6 +36,15 @@ pub struct LoggedBody {
     sent: u64,
     log: Option<PendingLog>,
     hold: Option<Box<dyn Send + Sync>>,
+    metric: Option<PendingMetric>,
+}
+
+/// A request's metrics, recorded when its response ends (Istio's standard metrics).
+pub(crate) struct PendingMetric {
+    pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
+    pub(crate) labels: crate::metrics::Labels,
+    pub(crate) start: Instant,
+    pub(crate) received: Arc<AtomicU64>,
 }
 
 impl LoggedBody {
@@ -43,6 +52,7 @@ impl LoggedBody {
     pub fn new(inner: ProxyBody, log: Option<PendingLog>) -> LoggedBody {
         LoggedBody {
             hold: None,
+            metric: None,
             inner,
             sent: 0,
             log,
@@ -55,8 +65,22 @@ impl LoggedBody {
         self
     }
 
+    /// Records `metric` when the body is done.
+    pub(crate) fn with_metric(mut self, metric: Option<PendingMetric>) -> LoggedBody {
+        self.metric = metric;
+        self
+    }
+
     fn finish(&mut self) {
         self.hold = None;
+        if let Some(m) = self.metric.take() {
+            m.metrics.record_request(
+                &m.labels,
+                m.start.elapsed().as_secs_f64() * 1000.0,
+                m.received.load(Ordering::Relaxed),
+                self.sent,
+            );
+        }
         if let Some(p) = self.log.take() {
             p.emit(self.sent);
         }

@@ -168,7 +168,15 @@ impl Proxy {
         } else {
             0
         };
-        let per_try = fwd.retry.per_try_timeout.or(fwd.timeout);
+        // With retries, the route timeout wraps every try (below) and a try has only
+        // its own perTryTimeout; without, the route timeout bounds the single try.
+        let per_try = if retries > 0 {
+            fwd.retry.per_try_timeout
+        } else {
+            fwd.retry.per_try_timeout.or(fwd.timeout)
+        };
+        // The endpoint of the try in flight, for the log line if the route times out.
+        let last_endpoint = std::sync::Mutex::new(None::<SocketAddr>);
         let attempts = async {
             let mut attempt = 0u32;
             loop {
@@ -196,6 +204,9 @@ impl Proxy {
                 if let Some(tls) = &cluster.policy.tls {
                     req.extensions_mut()
                         .insert(crate::tls::UpstreamTls::for_request(tls, &authority));
+                }
+                if let Ok(mut last) = last_endpoint.lock() {
+                    *last = Some(endpoint);
                 }
                 let active = state.start(endpoint);
                 let outcome = self
@@ -242,12 +253,16 @@ impl Proxy {
         let mut outcome = match fwd.timeout.filter(|_| retries > 0) {
             Some(t) => match tokio::time::timeout(t, attempts).await {
                 Ok(o) => o,
-                Err(_) => Outcome::local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout",
-                    "UT",
-                    "response_timeout",
-                ),
+                Err(_) => {
+                    let mut o = Outcome::local(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                        "UT",
+                        "response_timeout",
+                    );
+                    o.upstream_host = last_endpoint.lock().ok().and_then(|l| *l);
+                    o
+                }
             },
             None => attempts.await,
         };

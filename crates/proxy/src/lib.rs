@@ -9,6 +9,7 @@ pub mod access_log;
 mod balancer;
 pub mod body;
 mod forwarding;
+pub mod metrics;
 pub mod proxy;
 pub mod resolver;
 pub mod sni;
@@ -16,6 +17,7 @@ mod tls;
 mod tunnel;
 
 pub use access_log::{AccessLogSink, Encoding};
+pub use metrics::{ProxyMetrics, WorkloadIdentity};
 pub use proxy::{ListenerRole, Proxy, ProxySettings};
 pub use resolver::{Override, Resolver};
 pub use tls::handshake_failure_reason;

@@ -93,6 +93,8 @@ pub struct Proxy {
     /// Swappable, so that `install` can turn access logs on, off or to JSON.
     access_log: ArcSwapOption<AccessLogTarget>,
     random_state: AtomicU64,
+    /// Istio's standard metrics of this proxy.
+    pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
 }
 
 /// How long a connection to an upstream may take to open.
@@ -200,7 +202,10 @@ impl Proxy {
             .pool_max_idle_per_host(64)
             .set_host(false)
             .build(tls.connector());
+        let metrics = Arc::new(crate::metrics::ProxyMetrics::new());
+        metrics.intern_clusters(tables.clusters.keys().map(String::as_str));
         Arc::new(Proxy {
+            metrics,
             name: settings.name,
             cluster_states: ArcSwap::from_pointee(ClusterStates::carry_over(
                 &ClusterStates::default(),
@@ -230,6 +235,8 @@ impl Proxy {
     pub fn update(&self, tables: ProxyTables) {
         let states = ClusterStates::carry_over(&self.cluster_states.load(), &tables);
         self.cluster_states.store(Arc::new(states));
+        self.metrics
+            .intern_clusters(tables.clusters.keys().map(String::as_str));
         self.tables.store(Arc::new(tables));
         // Certificate files named by DestinationRules are read again after a change.
         self.tls.reload();
@@ -255,6 +262,12 @@ impl Proxy {
     pub fn set_access_log(&self, access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>) {
         self.access_log
             .store(access_log.map(|(sink, encoding)| Arc::new(AccessLogTarget { sink, encoding })));
+    }
+
+    /// The proxy's metrics (Istio's standard metrics), to scrape or to give the
+    /// proxy's workload identity and the mesh's endpoints.
+    pub fn metrics(&self) -> &Arc<crate::metrics::ProxyMetrics> {
+        &self.metrics
     }
 
     /// The current tables.
@@ -362,6 +375,7 @@ impl Proxy {
         entry.x_forwarded_for = header(&req, "x-forwarded-for");
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
+        let metric_received = received.clone();
         let mut req = req.map(move |body| CountingBody::new(body, counter).boxed());
         req.extensions_mut().insert(PeerAddr(peer));
         req.extensions_mut().insert(ListenerAddr(local));
@@ -380,14 +394,59 @@ impl Proxy {
                     .with_cluster(&cluster)
                     .with_route("default")
             }
-            ListenerRole::SidecarOutbound => self.route_outbound(req, authority, path).await,
+            ListenerRole::SidecarOutbound => {
+                self.route_outbound(req, authority.clone(), path).await
+            }
             ListenerRole::Gateway { service_port } => {
-                self.route_at_gateway(req, authority, path, service_port)
+                self.route_at_gateway(req, authority.clone(), path, service_port)
                     .await
             }
         };
         let mut log = guard.complete();
+        // The host and port asked for: a refusal's log line and its metrics name both,
+        // even when the Host header carried no port.
+        let default_port = match role {
+            ListenerRole::Gateway { service_port } => u16::try_from(service_port).unwrap_or(80),
+            ListenerRole::SidecarInbound { port, .. } => u16::try_from(port).unwrap_or(80),
+            ListenerRole::SidecarOutbound => 80,
+        };
+        let asked = authority.as_deref().map(|a| {
+            let (host, port) = split_authority(a, default_port);
+            if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }
+        });
+        let refused = outcome.route.as_deref() == Some("block_all")
+            || matches!(outcome.flags, "NR" | "DF" | "NC");
+        let metric = {
+            let dest = crate::metrics::Destination {
+                cluster: outcome.cluster.as_deref(),
+                route: outcome.route.as_deref(),
+                host: asked.as_deref().unwrap_or_default(),
+                upstream: outcome.upstream_host,
+            };
+            let labels = self.metrics.labels(
+                matches!(role, ListenerRole::SidecarInbound { .. }),
+                &dest,
+                "http",
+                Some(outcome.response.status().as_u16()),
+                outcome.flags,
+            );
+            Some(crate::body::PendingMetric {
+                metrics: self.metrics.clone(),
+                labels,
+                start,
+                received: metric_received,
+            })
+        };
         if let Some(entry) = log.as_mut().map(|p| &mut p.entry) {
+            if refused {
+                if let Some(a) = &asked {
+                    entry.authority = Some(a.clone());
+                }
+            }
             entry.response_code = outcome.response.status().as_u16();
             entry.response_flags = outcome.flags;
             entry.response_code_details = outcome.details;
@@ -404,7 +463,12 @@ impl Proxy {
                 .headers
                 .insert("x-envoy-upstream-service-time", HeaderValue::from(t));
         }
-        Response::from_parts(parts, LoggedBody::new(body, log).holding(outcome.hold))
+        Response::from_parts(
+            parts,
+            LoggedBody::new(body, log)
+                .holding(outcome.hold)
+                .with_metric(metric),
+        )
     }
 
     /// A workload's outbound request, sent through its sidecar as `HTTP_PROXY`.
@@ -414,6 +478,9 @@ impl Proxy {
         authority: Option<String>,
         path: String,
     ) -> Outcome {
+        if let Some(refused) = ambiguous_target(&req, authority.as_deref()) {
+            return refused;
+        }
         let Some(authority) = authority else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
@@ -455,6 +522,9 @@ impl Proxy {
         path: String,
         service_port: u32,
     ) -> Outcome {
+        if let Some(refused) = ambiguous_target(&req, authority.as_deref()) {
+            return refused;
+        }
         let Some(authority) = authority else {
             return Outcome::local(
                 StatusCode::BAD_REQUEST,
@@ -820,15 +890,59 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 }
 
 /// The request's authority: from an absolute-form URI (as a proxy receives it), else
-/// the Host header.
+/// the Host header. A Host that is not ASCII (an IDN in UTF-8) is kept, lossily, so that
+/// its refusal (`ambiguous_target`) logs the host asked for.
 fn request_authority<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_string());
     }
     req.headers()
         .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+}
+
+/// A request whose target could be read two ways is refused before routing (400), so
+/// that no proxy or server further on can read it differently from the policy check:
+/// more than one Host header (RFC 9112 §3.2), or an authority that is not a plain
+/// `host[:port]` (userinfo such as `allowed@other`, a port that is not a number below
+/// 65536, characters no DNS name or IP literal has).
+fn ambiguous_target<B>(req: &Request<B>, authority: Option<&str>) -> Option<Outcome> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts <= 1 && authority.is_none_or(valid_authority) {
+        return None;
+    }
+    tracing::warn!(
+        "refused a request for {:?} ({hosts} Host headers): ambiguous target",
+        authority.unwrap_or("-")
+    );
+    Some(Outcome::local(
+        StatusCode::BAD_REQUEST,
+        "invalid Host header or request target\n",
+        "-",
+        "invalid_authority",
+    ))
+}
+
+/// Whether `authority` is `host[:port]` with a DNS-style name or an IP literal
+/// (`[v6]` bracketed), and a port, if any, that is a number below 65536.
+pub(crate) fn valid_authority(authority: &str) -> bool {
+    let host = meshbox_routing::tables::strip_port(authority);
+    let port_ok = match &authority[host.len()..] {
+        "" => true,
+        rest => rest
+            .strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok()),
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    port_ok && host_ok
 }
 
 fn path_and_query(uri: &Uri) -> &str {

@@ -98,6 +98,20 @@ impl Proxy {
                 None,
             );
         };
+        // `CONNECT user@host:port`, a port out of range or a name with odd characters
+        // could be read differently further on: refused (400), as for HTTP requests.
+        if !crate::proxy::valid_authority(&authority) {
+            tracing::warn!(proxy = %self.name, "refused CONNECT to {authority:?}: not host:port");
+            return refuse(
+                Outcome::local(
+                    StatusCode::BAD_REQUEST,
+                    "CONNECT needs host:port\n",
+                    "-",
+                    "invalid_authority",
+                ),
+                None,
+            );
+        }
         let (host, port) = split_authority(&authority, 443);
         let tables = self.tables();
         let upstream = match self.tunnel_upstream(&tables, &host, port, local).await {
@@ -327,6 +341,20 @@ impl Proxy {
             route_name: route.map(str::to_string),
             ..Default::default()
         };
+        let labels = self.metrics.labels(
+            false,
+            &crate::metrics::Destination {
+                cluster: outcome.cluster.as_deref(),
+                route,
+                host: entry.authority.as_deref().unwrap_or_default(),
+                upstream: outcome.upstream_host,
+            },
+            "tcp",
+            None,
+            outcome.flags,
+        );
+        self.metrics.tcp_open(&labels);
+        self.metrics.tcp_close(&labels, 0, 0);
         let pending = self.pending_log(entry, log.start, 0);
         let (parts, body) = outcome.response.into_parts();
         Response::from_parts(parts, LoggedBody::new(body, pending))
@@ -389,6 +417,14 @@ impl Proxy {
                 self.relay(stream, first, upstream, sni, log).await;
             }
             Err(outcome) => {
+                let labels = self.tcp_labels(
+                    Some(&cluster.name),
+                    sni.as_deref(),
+                    outcome.upstream_host,
+                    outcome.flags,
+                );
+                self.metrics.tcp_open(&labels);
+                self.metrics.tcp_close(&labels, first.len() as u64, 0);
                 let mut entry = tcp_entry(&log, Some(cluster.name.clone()), sni);
                 entry.response_flags = outcome.flags;
                 entry.upstream_host = outcome.upstream_host;
@@ -411,6 +447,13 @@ impl Proxy {
     ) where
         D: AsyncRead + AsyncWrite + Unpin,
     {
+        let opened = self.tcp_labels(
+            Some(&upstream.cluster),
+            sni.as_deref(),
+            Some(upstream.host),
+            "-",
+        );
+        self.metrics.tcp_open(&opened);
         let mut received = first.len() as u64;
         let mut sent = 0;
         let mut flags = "-";
@@ -427,6 +470,17 @@ impl Proxy {
                 }
             }
         }
+        let closed = if flags == "-" {
+            opened
+        } else {
+            self.tcp_labels(
+                Some(&upstream.cluster),
+                sni.as_deref(),
+                Some(upstream.host),
+                flags,
+            )
+        };
+        self.metrics.tcp_close(&closed, received, sent);
         let mut entry = tcp_entry(&log, Some(upstream.cluster), sni);
         entry.response_flags = flags;
         entry.upstream_host = Some(upstream.host);
@@ -446,6 +500,9 @@ impl Proxy {
         received: u64,
         sent: u64,
     ) {
+        let labels = self.tcp_labels(cluster.as_deref(), sni.as_deref(), None, flags);
+        self.metrics.tcp_open(&labels);
+        self.metrics.tcp_close(&labels, received, sent);
         let mut entry = tcp_entry(log, cluster, sni);
         entry.response_flags = flags;
         if flags == "NR" {
@@ -454,6 +511,32 @@ impl Proxy {
         if let Some(p) = self.pending_log(entry, log.start, received) {
             p.emit(sent);
         }
+    }
+
+    /// The metric labels of a connection this proxy reports as source.
+    fn tcp_labels(
+        &self,
+        cluster: Option<&str>,
+        sni: Option<&str>,
+        upstream: Option<SocketAddr>,
+        flags: &'static str,
+    ) -> crate::metrics::Labels {
+        let host = sni
+            .map(str::to_string)
+            .or_else(|| upstream.map(|a| a.to_string()))
+            .unwrap_or_default();
+        self.metrics.labels(
+            false,
+            &crate::metrics::Destination {
+                cluster,
+                route: None,
+                host: &host,
+                upstream,
+            },
+            "tcp",
+            None,
+            flags,
+        )
     }
 
     fn pending_log(

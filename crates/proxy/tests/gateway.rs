@@ -209,7 +209,8 @@ spec:
     let reply = send(gw.addr, get("/", "other.example.com")).await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.body, "");
-    let line = gw.log.find(|l| l.authority == "other.example.com").await;
+    // A refusal logs the host and port asked for.
+    let line = gw.log.find(|l| l.authority == "other.example.com:80").await;
     assert_eq!(line.response_code, "404");
     assert_eq!(line.response_flags, "NR");
     assert_eq!(line.response_code_details, "route_not_found");

@@ -28,6 +28,115 @@ pub struct HeaderOps {
     /// A request `set`/`add` of `:authority` or `host`: Istio turns it into an
     /// authority rewrite (pilot/pkg/networking/core/route: translateHeadersOperations).
     pub authority: Option<String>,
+    /// The `set`/`add` values that name a secret (`${file:PATH}`, `${env:NAME}`): until
+    /// [`HeaderOps::resolve_secrets`] runs, `set`/`add` hold the template text itself.
+    pub secrets: Vec<SecretHeader>,
+}
+
+/// Where a header value's secret comes from: `${file:PATH}` or `${env:NAME}` inside a
+/// VirtualService `headers` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// `${file:PATH}`: the file's contents, without a trailing newline.
+    File(String),
+    /// `${env:NAME}`: the variable of meshbox's own environment.
+    Env(String),
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::File(p) => write!(f, "${{file:{p}}}"),
+            SecretRef::Env(n) => write!(f, "${{env:{n}}}"),
+        }
+    }
+}
+
+/// A `set` or `add` entry whose value is a template with secret references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHeader {
+    /// `true` for `add`, `false` for `set`.
+    pub add: bool,
+    /// The index in `set` or `add`.
+    pub index: usize,
+    /// The value as written in the YAML, e.g. `Bearer ${file:/run/token}`.
+    pub template: String,
+}
+
+/// The pieces of a header value: literal text and secret references, in order.
+/// `None` when the value names no secret. An unterminated `${file:` or `${env:` is
+/// literal text.
+pub fn parse_secret_template(value: &str) -> Option<Vec<Result<String, SecretRef>>> {
+    let mut parts = Vec::new();
+    let mut rest = value;
+    let mut found = false;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at + 2..];
+        let (kind, body) = if let Some(b) = after.strip_prefix("file:") {
+            (true, b)
+        } else if let Some(b) = after.strip_prefix("env:") {
+            (false, b)
+        } else {
+            parts.push(Ok(rest[..at + 2].to_string()));
+            rest = after;
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            break;
+        };
+        if at > 0 {
+            parts.push(Ok(rest[..at].to_string()));
+        }
+        let name = body[..end].to_string();
+        parts.push(Err(if kind {
+            SecretRef::File(name)
+        } else {
+            SecretRef::Env(name)
+        }));
+        found = true;
+        rest = &body[end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Ok(rest.to_string()));
+    }
+    found.then_some(parts)
+}
+
+/// Reads one secret: a file's contents without trailing `\r`/`\n`, or an environment
+/// variable of this process. The error names the file or variable.
+pub fn read_secret(r: &SecretRef) -> Result<String, String> {
+    match r {
+        SecretRef::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("cannot read secret file {p:?} (named by {r}): {e}")),
+        SecretRef::Env(n) => {
+            std::env::var(n).map_err(|e| format!("environment variable {n:?} (named by {r}): {e}"))
+        }
+    }
+}
+
+/// Expands a header value's secret references with `lookup`; the value must make a
+/// valid header value.
+pub fn expand_secret_template(
+    value: &str,
+    lookup: &mut dyn FnMut(&SecretRef) -> Result<String, String>,
+) -> Result<String, String> {
+    let Some(parts) = parse_secret_template(value) else {
+        return Ok(value.to_string());
+    };
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Ok(text) => out.push_str(&text),
+            Err(r) => out.push_str(&lookup(&r)?),
+        }
+    }
+    if HeaderValue::from_str(&out).is_err() {
+        return Err(format!(
+            "the value of {value:?} is not a valid header value (control characters?)"
+        ));
+    }
+    Ok(out)
 }
 
 impl HeaderOps {
@@ -53,7 +162,27 @@ impl HeaderOps {
             .chain(ops.add.iter())
             .find(|(k, _)| is_authority(k))
             .map(|(_, v)| v.clone());
+        let mut secrets = Vec::new();
+        let mut note = |add: bool, entries: &std::collections::BTreeMap<String, String>| {
+            let mut index = 0;
+            for (k, v) in entries {
+                if pair((k, v)).is_none() {
+                    continue;
+                }
+                if parse_secret_template(v).is_some() {
+                    secrets.push(SecretHeader {
+                        add,
+                        index,
+                        template: v.clone(),
+                    });
+                }
+                index += 1;
+            }
+        };
+        note(false, &ops.set);
+        note(true, &ops.add);
         HeaderOps {
+            secrets,
             set: ops.set.iter().filter_map(pair).collect(),
             add: ops.add.iter().filter_map(pair).collect(),
             remove: ops
@@ -63,6 +192,48 @@ impl HeaderOps {
                 .collect(),
             authority,
         }
+    }
+
+    /// Replaces each secret template in `set`/`add` by its value read with `lookup`,
+    /// marked sensitive. A value that cannot be read keeps its template text (which
+    /// holds no secret); the errors are returned.
+    pub fn resolve_secrets(
+        &mut self,
+        lookup: &mut dyn FnMut(&SecretRef) -> Result<String, String>,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        for s in &self.secrets {
+            let list = if s.add { &mut self.add } else { &mut self.set };
+            let Some(slot) = list.get_mut(s.index) else {
+                continue;
+            };
+            match expand_secret_template(&s.template, lookup)
+                .and_then(|v| HeaderValue::from_str(&v).map_err(|e| e.to_string()))
+            {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    slot.1 = v;
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    /// How a `set` (`add: false`) or `add` entry's value may be shown: the template
+    /// with `(secret redacted)` when it names a secret, else the value.
+    pub fn shown_value(&self, add: bool, index: usize) -> String {
+        if let Some(s) = self
+            .secrets
+            .iter()
+            .find(|s| s.add == add && s.index == index)
+        {
+            return format!("{} (secret redacted)", s.template);
+        }
+        let list = if add { &self.add } else { &self.set };
+        list.get(index)
+            .map(|(_, v)| v.to_str().unwrap_or("?").to_string())
+            .unwrap_or_default()
     }
 
     /// Whether there is nothing to do.
@@ -87,8 +258,16 @@ impl HeaderOps {
     }
 
     /// These operations followed by `other`'s (route-level, then destination-level).
+    /// For the request path, where secrets are already resolved: the templates only
+    /// matter for display and are not carried.
     pub fn then(&self, other: &HeaderOps) -> HeaderOps {
-        let mut out = self.clone();
+        let mut out = HeaderOps {
+            set: self.set.clone(),
+            add: self.add.clone(),
+            remove: self.remove.clone(),
+            authority: self.authority.clone(),
+            secrets: Vec::new(),
+        };
         out.set.extend(other.set.iter().cloned());
         out.add.extend(other.add.iter().cloned());
         out.remove.extend(other.remove.iter().cloned());
@@ -478,6 +657,31 @@ impl RegexRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_references_are_resolved_once_and_shown_redacted() {
+        let mut ops = HeaderOperations::default();
+        ops.set
+            .insert("Authorization".into(), "Bearer ${file:/t}".into());
+        ops.add.insert("X-Key".into(), "${env:K}".into());
+        ops.add.insert("X-Plain".into(), "%REQ(x)% ${other}".into());
+        let mut compiled = HeaderOps::compile(Some(&ops));
+        assert_eq!(compiled.secrets.len(), 2);
+        let errors = compiled.resolve_secrets(&mut |r| match r {
+            SecretRef::File(p) if p == "/t" => Ok("tok".into()),
+            SecretRef::Env(n) if n == "K" => Ok("key".into()),
+            other => Err(format!("unknown {other}")),
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(compiled.set[0].1, "Bearer tok");
+        assert!(compiled.set[0].1.is_sensitive());
+        assert_eq!(
+            compiled.shown_value(false, 0),
+            "Bearer ${file:/t} (secret redacted)"
+        );
+        assert_eq!(compiled.shown_value(true, 1), "%REQ(x)% ${other}");
+        assert!(parse_secret_template("${file:/unterminated").is_none());
+    }
 
     #[test]
     fn istio_default_retry_policy() {

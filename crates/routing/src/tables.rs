@@ -82,6 +82,42 @@ impl ProxyTables {
             .get(host.trim_end_matches('.').to_ascii_lowercase().as_str())?;
         Some(ports.get(&port).map_or(&[], Vec::as_slice))
     }
+
+    /// Reads the secrets that VirtualService header values name (`${file:PATH}`,
+    /// `${env:NAME}`) with `lookup` and puts them in the compiled header operations,
+    /// marked sensitive. Done once per compilation, never per request; an entry that
+    /// cannot be read keeps its template text. Returns the errors, each naming the
+    /// route and the secret.
+    pub fn resolve_header_secrets(
+        &mut self,
+        lookup: &mut dyn FnMut(&crate::policy::SecretRef) -> Result<String, String>,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        for table in self.route_tables.values_mut() {
+            for vhost in &mut table.virtual_hosts {
+                for route in &mut vhost.routes {
+                    let RouteAction::Forward(fwd) = &mut route.action else {
+                        continue;
+                    };
+                    let fwd = &mut **fwd;
+                    let mut all = vec![&mut fwd.request_headers, &mut fwd.response_headers];
+                    for c in &mut fwd.clusters {
+                        all.push(&mut c.request_headers);
+                        all.push(&mut c.response_headers);
+                    }
+                    for ops in all {
+                        if ops.secrets.is_empty() {
+                            continue;
+                        }
+                        for e in ops.resolve_secrets(lookup) {
+                            errors.push(format!("route {}: {e}", route.name));
+                        }
+                    }
+                }
+            }
+        }
+        errors
+    }
 }
 
 /// One route configuration (Envoy `RouteConfiguration`), e.g. `80` or `http.80`.

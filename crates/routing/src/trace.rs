@@ -1191,11 +1191,11 @@ fn describe_policies(fwd: &ForwardAction) -> Vec<String> {
             return;
         }
         let mut parts = Vec::new();
-        for (k, v) in &ops.set {
-            parts.push(format!("set {k}: {}", v.to_str().unwrap_or("?")));
+        for (i, (k, _)) in ops.set.iter().enumerate() {
+            parts.push(format!("set {k}: {}", ops.shown_value(false, i)));
         }
-        for (k, v) in &ops.add {
-            parts.push(format!("add {k}: {}", v.to_str().unwrap_or("?")));
+        for (i, (k, _)) in ops.add.iter().enumerate() {
+            parts.push(format!("add {k}: {}", ops.shown_value(true, i)));
         }
         for k in &ops.remove {
             parts.push(format!("remove {k}"));

@@ -4,6 +4,7 @@
 //! machine, applies configuration changes without restarts, and serves the control
 //! API that `apply`, `get`, `delete`, `install`, `logs` and `exec` use.
 
+pub mod admin;
 pub mod control;
 pub mod format;
 pub mod images;

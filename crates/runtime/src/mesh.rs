@@ -79,6 +79,8 @@ pub struct Mesh {
     options: MeshOptions,
     pods: BTreeMap<(String, String), Pod>,
     pod_counter: u64,
+    /// Each running proxy's metrics, for the admin listener.
+    metrics_index: crate::admin::MetricsIndex,
 }
 
 /// An object that could not be applied, with where it came from.
@@ -94,6 +96,42 @@ fn object_error(r: &Resource, field: &str, message: String) -> LoadError {
     }
 }
 
+/// The secrets that a VirtualService's header values name (`${file:PATH}`,
+/// `${env:NAME}`) and that cannot be read now, each as an error naming the field.
+fn header_secret_errors(r: &Resource) -> Vec<LoadError> {
+    let Spec::VirtualService(vs) = &r.spec else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    let mut check = |field: String, headers: Option<&meshbox_config::istio::Headers>| {
+        let Some(h) = headers else { return };
+        for (dir, ops) in [("request", &h.request), ("response", &h.response)] {
+            let Some(ops) = ops else { continue };
+            for (op, entries) in [("set", &ops.set), ("add", &ops.add)] {
+                for (k, v) in entries {
+                    if let Err(e) = meshbox_routing::policy::expand_secret_template(
+                        v,
+                        &mut meshbox_routing::policy::read_secret,
+                    ) {
+                        errors.push(object_error(
+                            r,
+                            &format!("{field}.headers.{dir}.{op}.{k}"),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    for (i, rule) in vs.http.iter().enumerate() {
+        check(format!("spec.http[{i}]"), rule.headers.as_ref());
+        for (j, d) in rule.route.iter().enumerate() {
+            check(format!("spec.http[{i}].route[{j}]"), d.headers.as_ref());
+        }
+    }
+    errors
+}
+
 impl Mesh {
     /// An empty mesh with the install options from `--set`.
     pub fn new(settings: MeshSettings) -> Result<Mesh, String> {
@@ -104,7 +142,14 @@ impl Mesh {
             options,
             pods: BTreeMap::new(),
             pod_counter: 0,
+            metrics_index: Default::default(),
         })
+    }
+
+    /// Each running proxy's metrics by (namespace, pod), as the admin listener serves
+    /// them; kept current by `reconcile`.
+    pub fn metrics_index(&self) -> crate::admin::MetricsIndex {
+        self.metrics_index.clone()
     }
 
     /// The install options in force.
@@ -166,6 +211,9 @@ impl Mesh {
                     }
                 }
             }
+        }
+        for r in &resources {
+            errors.extend(header_secret_errors(r));
         }
         if !errors.is_empty() {
             return Err(LoadErrors(errors).to_string());
@@ -392,12 +440,59 @@ impl Mesh {
         let workloads: Vec<WorkloadInstance> =
             self.pods.values().map(|p| p.instance.clone()).collect();
         let state = MeshState::new(&self.store, &self.options, &workloads);
+        // Istio's metrics name the workload behind each endpoint (metadata exchange).
+        let identity = |p: &Pod| {
+            let label = |k: &str| {
+                p.instance
+                    .labels
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into())
+            };
+            meshbox_proxy::WorkloadIdentity {
+                workload: p.owner.clone(),
+                namespace: p.instance.namespace.clone(),
+                app: label("app"),
+                version: label("version"),
+            }
+        };
+        let peers: std::collections::HashMap<SocketAddr, meshbox_proxy::WorkloadIdentity> = self
+            .pods
+            .values()
+            .flat_map(|p| {
+                let id = identity(p);
+                p.instance
+                    .inbound
+                    .values()
+                    .map(move |a| (*a, id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut index = BTreeMap::new();
+        for pod in self.pods.values() {
+            let metrics = pod.proxy.metrics();
+            metrics.set_identity(identity(pod));
+            metrics.set_peers(peers.clone());
+            index.insert(
+                (pod.instance.namespace.clone(), pod.instance.name.clone()),
+                metrics.clone(),
+            );
+        }
+        if let Ok(mut shared) = self.metrics_index.write() {
+            *shared = index;
+        }
         for pod in self.pods.values() {
             let tables = if pod.gateway.is_some() {
                 state.gateway_tables(&pod.instance, &pod.gateway_ports)
             } else {
                 state.sidecar_tables(&pod.instance)
             };
+            let mut tables = tables;
+            // Header values naming a secret (`${file:...}`, `${env:...}`) are read here,
+            // on every config change, never per request.
+            for e in tables.resolve_header_secrets(&mut meshbox_routing::policy::read_secret) {
+                tracing::error!(proxy = %pod.instance.name, "{e}");
+            }
             pod.proxy.update(tables);
         }
     }

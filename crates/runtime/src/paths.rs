@@ -22,6 +22,11 @@ pub fn control_socket(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }
 
+/// Where `meshbox up` writes the admin listener's address (the metrics endpoints).
+pub fn admin_address_file(dir: &Path) -> PathBuf {
+    dir.join("admin.addr")
+}
+
 /// The log file of one container of one pod.
 pub fn log_file(dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
     dir.join("logs")

@@ -42,6 +42,9 @@ pub struct UpOptions {
     pub ingress_port: u16,
     /// Seed for weighted routing choices; `None`: taken from the clock.
     pub seed: Option<u64>,
+    /// Local port of the admin listener that serves every proxy's Prometheus metrics
+    /// (0: any free port).
+    pub metrics_port: u16,
 }
 
 /// Runs the mesh until a signal arrives.
@@ -156,6 +159,19 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     // reads that line can `apply` at once (connections wait in the backlog).
     let listener = UnixListener::bind(&socket)?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    // Every proxy's Prometheus metrics, one path per proxy (admin.rs).
+    let admin = tokio::net::TcpListener::bind(("127.0.0.1", opts.metrics_port)).await?;
+    let admin_addr = admin.local_addr()?;
+    std::fs::write(
+        crate::paths::admin_address_file(&dir),
+        format!("{admin_addr}\n"),
+    )?;
+    let admin_server = tokio::spawn(crate::admin::serve_admin(admin, mesh.metrics_index()));
+    println!(
+        "meshbox: Prometheus metrics at http://{admin_addr}{}/NAMESPACE/POD (the list: http://{admin_addr}{}, or `meshbox metrics`)",
+        crate::admin::METRICS_PATH,
+        crate::admin::METRICS_PATH
+    );
     match mesh.ingress_address() {
         Some(addr) => println!("export GATEWAY_URL={addr}"),
         None => println!("# no ingress gateway is enabled"),
@@ -186,7 +202,9 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     }
     eprintln!("meshbox: stopping");
     server.abort();
+    admin_server.abort();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(crate::paths::admin_address_file(&dir));
     mesh.lock().await.shutdown().await;
     for (_, s) in stand_ins {
         s.stop().await;
