@@ -113,7 +113,7 @@ enum Command {
     },
     /// Check configuration with istioctl analyze's messages: the given files, or the running mesh.
     Analyze(analyze_cmd::AnalyzeArgs),
-    /// Run one of the built-in workloads (service-a, service-b, service-c, worldtime, echo).
+    /// Run one of the built-in workloads (service-a, service-b, service-c, worldtime, echo, static-1k).
     App { name: String },
     /// Explain, step by step, how a workload's sidecar or a gateway routes a request.
     Trace(trace_cmd::TraceArgs),

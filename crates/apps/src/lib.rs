@@ -1,6 +1,7 @@
 //! The workloads of the worldtime egress scenario (see `shared/scenario/README.md` beside the project):
 //! ServiceA, ServiceB, ServiceC, and `worldtime`, a local stand-in for worldtimeapi.org; and
-//! `echo`, which answers with a description of the request it received (for tests).
+//! `echo`, which answers with a description of the request it received (for tests); and
+//! `static-1k`, which answers a fixed 1 KB body (the benchmark's upstream).
 //!
 //! Each `run_*` function serves one workload on a listener until the process ends. The
 //! services know nothing about the mesh: their outbound calls go to fixed URLs, through the
@@ -11,6 +12,7 @@
 mod client;
 mod echo;
 mod services;
+mod static1k;
 mod worldtime;
 
 use std::net::SocketAddr;
@@ -24,21 +26,29 @@ pub use services::{
     serve_service_a, serve_service_c, ServiceAConfig, ServiceCConfig, DEFAULT_PRODUCER_URL,
     DEFAULT_WORLDTIME_URL,
 };
+pub use static1k::{serve_static_1k, static_1k_body, STATIC_1K_LEN};
 pub use worldtime::zone_names;
 
 /// The names of the workloads this crate can run, as accepted by [`run_app`].
 pub fn app_names() -> &'static [&'static str] {
-    &["service-a", "service-b", "service-c", "worldtime", "echo"]
+    &[
+        "service-a",
+        "service-b",
+        "service-c",
+        "worldtime",
+        "echo",
+        "static-1k",
+    ]
 }
 
 /// The port the course gives a workload (ServiceA 8081, ServiceB 8082, ServiceC 8083,
-/// worldtime 8080; echo, not the course's, 8080 too), or `None` for an unknown name.
+/// worldtime 8080; echo and static-1k, not the course's, 8080 too), or `None` for an unknown name.
 pub fn default_port(name: &str) -> Option<u16> {
     match name {
         "service-a" => Some(8081),
         "service-b" => Some(8082),
         "service-c" => Some(8083),
-        "worldtime" | "echo" => Some(8080),
+        "worldtime" | "echo" | "static-1k" => Some(8080),
         _ => None,
     }
 }
@@ -83,6 +93,7 @@ pub async fn run_app(name: &str, listener: TcpListener) -> anyhow::Result<()> {
         "service-c" => run_service_c(listener).await,
         "worldtime" => run_worldtime(listener).await,
         "echo" => run_echo(listener).await,
+        "static-1k" => serve_static_1k(listener).await,
         other => bail!(
             "unknown app {other:?}; known apps: {}",
             app_names().join(", ")

@@ -273,13 +273,21 @@ async fn proxy_settings_come_from_the_environment_names() {
 async fn names_ports_and_dispatch() {
     assert_eq!(
         meshbox_apps::app_names(),
-        ["service-a", "service-b", "service-c", "worldtime", "echo"]
+        [
+            "service-a",
+            "service-b",
+            "service-c",
+            "worldtime",
+            "echo",
+            "static-1k"
+        ]
     );
     assert_eq!(meshbox_apps::default_port("service-a"), Some(8081));
     assert_eq!(meshbox_apps::default_port("service-b"), Some(8082));
     assert_eq!(meshbox_apps::default_port("service-c"), Some(8083));
     assert_eq!(meshbox_apps::default_port("worldtime"), Some(8080));
     assert_eq!(meshbox_apps::default_port("echo"), Some(8080));
+    assert_eq!(meshbox_apps::default_port("static-1k"), Some(8080));
     assert_eq!(meshbox_apps::default_port("service-d"), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     assert!(meshbox_apps::run_app("service-d", listener).await.is_err());

@@ -169,7 +169,14 @@ pub fn files_beside(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The built-in apps (kept here to avoid a dependency on the apps crate).
 pub fn meshbox_apps_names() -> &'static [&'static str] {
-    &["service-a", "service-b", "service-c", "worldtime", "echo"]
+    &[
+        "service-a",
+        "service-b",
+        "service-c",
+        "worldtime",
+        "echo",
+        "static-1k",
+    ]
 }
 
 #[cfg(test)]
