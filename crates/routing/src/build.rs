@@ -922,14 +922,21 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                     TargetPort::Number(n) => *n,
                     TargetPort::Name(_) => port,
                 };
+                // An endpoint's `ports` entry for this port's name overrides the target.
+                let port_of = |e: &crate::registry::ExternalEndpoint| {
+                    let p = e.ports.get(&service_port.name).copied().unwrap_or(target);
+                    u16::try_from(p).unwrap_or(0)
+                };
                 let target = u16::try_from(target).unwrap_or(0);
                 match resolution {
                     Resolution::None => ClusterEndpoints::OriginalDestination,
                     Resolution::Static => ClusterEndpoints::Static(
                         endpoints
                             .iter()
-                            .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
-                            .map(|ip| SocketAddr::new(ip, target))
+                            .filter_map(|e| {
+                                let ip = e.address.parse::<std::net::IpAddr>().ok()?;
+                                Some(SocketAddr::new(ip, port_of(e)))
+                            })
                             .collect(),
                     ),
                     Resolution::Dns | Resolution::DnsRoundRobin => {
@@ -937,7 +944,10 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                             ClusterEndpoints::Dns(vec![(svc.hostname.clone(), target)])
                         } else {
                             ClusterEndpoints::Dns(
-                                endpoints.iter().map(|e| (e.clone(), target)).collect(),
+                                endpoints
+                                    .iter()
+                                    .map(|e| (e.address.clone(), port_of(e)))
+                                    .collect(),
                             )
                         }
                     }

@@ -127,9 +127,19 @@ pub enum ServiceSource {
         resolution: Resolution,
         /// `location` is MESH_EXTERNAL (the default), not MESH_INTERNAL.
         mesh_external: bool,
-        /// Addresses of `endpoints`, if any.
-        endpoints: Vec<String>,
+        /// Its `endpoints`, if any.
+        endpoints: Vec<ExternalEndpoint>,
     },
+}
+
+/// One `endpoints[]` entry of a ServiceEntry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalEndpoint {
+    /// IP address or DNS name.
+    pub address: String,
+    /// `ports`: the endpoint's own port for a ServiceEntry port name (overrides the
+    /// port's targetPort for this endpoint, as in Istio's WorkloadEntry ports).
+    pub ports: BTreeMap<String, u32>,
 }
 
 /// ServiceEntry `resolution`.
@@ -359,7 +369,12 @@ impl Registry {
                         endpoints: spec
                             .endpoints
                             .iter()
-                            .filter_map(|e| e.address.clone())
+                            .filter_map(|e| {
+                                Some(ExternalEndpoint {
+                                    address: e.address.clone()?,
+                                    ports: e.ports.clone(),
+                                })
+                            })
                             .collect(),
                     },
                     export_to: ExportTo::parse(&spec.export_to, r.namespace()),

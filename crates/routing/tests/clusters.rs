@@ -443,3 +443,29 @@ spec:
         ClusterEndpoints::Static(vec![addr(14, 8082)])
     );
 }
+
+// Istio: an endpoint's `ports` map (ServiceEntry port name → the endpoint's port)
+// overrides the port's target for that endpoint (WorkloadEntry.ports).
+#[test]
+fn istio_service_entry_endpoint_ports_override_the_target() {
+    let mut store = Store::new();
+    let se = service_entry("STATIC", "").replace(
+        "  resolution: STATIC",
+        "  resolution: STATIC\n  endpoints:\n    - address: 127.0.0.41\n      ports:\n        http: 9001\n    - address: 127.0.0.42",
+    );
+    apply(&mut store, NS, &se);
+    assert_eq!(
+        ext_cluster(&store).0,
+        ClusterEndpoints::Static(vec![addr(41, 9001), addr(42, 80)])
+    );
+    let mut store = Store::new();
+    let se = service_entry("DNS", "").replace(
+        "  resolution: DNS",
+        "  resolution: DNS\n  endpoints:\n    - address: a.example.com\n      ports:\n        http: 8443",
+    );
+    apply(&mut store, NS, &se);
+    assert_eq!(
+        ext_cluster(&store).0,
+        ClusterEndpoints::Dns(vec![("a.example.com".into(), 8443)])
+    );
+}
