@@ -214,8 +214,14 @@ pub fn load_sources(sources: &[Source], opts: &LoadOptions) -> Result<Vec<Resour
     }
     // The same object twice in one apply is ambiguous; kubectl would apply both in
     // order, silently keeping the last. Say so instead.
+    // One pass with an index of first occurrences (a scan per object made loading N
+    // objects quadratic: 20k objects took about 20 s).
+    let mut first_of: std::collections::HashMap<crate::resource::ObjectKey, usize> =
+        std::collections::HashMap::with_capacity(resources.len());
     for (i, a) in resources.iter().enumerate() {
-        if let Some(b) = resources[..i].iter().find(|b| b.key() == a.key()) {
+        let first = *first_of.entry(a.key()).or_insert(i);
+        if first != i {
+            let b = &resources[first];
             errors.push(LoadError {
                 file: a.origin.file.clone(),
                 document: Some(a.origin.document),

@@ -310,6 +310,13 @@ impl<'a> MeshState<'a> {
                 .copied()
                 .filter(|s| listener.imports_service(s))
                 .collect();
+            // Exact VirtualService hosts find their services by name, not by a scan of
+            // every service (which made compiling N VirtualServices over N services
+            // quadratic); only wildcard hosts scan.
+            let mut by_name: HashMap<&str, Vec<&ServiceInfo>> = HashMap::new();
+            for svc in &services {
+                by_name.entry(svc.hostname.as_str()).or_default().push(svc);
+            }
             for svc in &services {
                 for port in svc
                     .ports
@@ -352,11 +359,15 @@ impl<'a> MeshState<'a> {
                 }
                 for host in &vs.hosts {
                     let fqdn = resolve_short_name(host, vs_ns);
-                    let matching: Vec<&ServiceInfo> = services
-                        .iter()
-                        .copied()
-                        .filter(|s| host_matches(&fqdn, &s.hostname))
-                        .collect();
+                    let matching: Vec<&ServiceInfo> = if fqdn.starts_with('*') {
+                        services
+                            .iter()
+                            .copied()
+                            .filter(|s| host_matches(&fqdn, &s.hostname))
+                            .collect()
+                    } else {
+                        by_name.get(fqdn.as_str()).cloned().unwrap_or_default()
+                    };
                     if matching.is_empty() {
                         // A host that is no service: Istio gives it a virtual host on port 80
                         // only ("to affect traffic to hosts outside of the service registry
