@@ -356,3 +356,16 @@ fn read_files(files: &[String]) -> anyhow::Result<Vec<Source>> {
     }
     Ok(sources)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The runtime keeps its own list of built-in apps (to stay free of the apps
+    /// crate); it must name exactly the apps `meshbox app` can run.
+    #[test]
+    fn runtime_knows_every_built_in_app() {
+        assert_eq!(
+            meshbox_runtime::images::meshbox_apps_names(),
+            meshbox_apps::app_names()
+        );
+    }
+}

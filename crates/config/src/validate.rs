@@ -695,7 +695,7 @@ fn check_export_to(
 // ---------------------------------------------------------------------------
 
 /// Istio's `host.Name.Matches`: whether two (possibly wildcard) hosts overlap.
-fn hosts_overlap(a: &str, b: &str) -> bool {
+pub fn hosts_overlap(a: &str, b: &str) -> bool {
     match (a.strip_prefix('*'), b.strip_prefix('*')) {
         (Some(sa), Some(sb)) => {
             if sa.len() < sb.len() {

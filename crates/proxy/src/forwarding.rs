@@ -253,16 +253,7 @@ impl Proxy {
         let mut outcome = match fwd.timeout.filter(|_| retries > 0) {
             Some(t) => match tokio::time::timeout(t, attempts).await {
                 Ok(o) => o,
-                Err(_) => {
-                    let mut o = Outcome::local(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout",
-                        "UT",
-                        "response_timeout",
-                    );
-                    o.upstream_host = last_endpoint.lock().ok().and_then(|l| *l);
-                    o
-                }
+                Err(_) => Outcome::upstream_timeout(last_endpoint.lock().ok().and_then(|l| *l)),
             },
             None => attempts.await,
         };

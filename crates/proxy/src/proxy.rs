@@ -153,6 +153,18 @@ impl Outcome {
         self
     }
 
+    /// Envoy's route timeout reply: 504 `upstream request timeout`, flag UT.
+    pub(crate) fn upstream_timeout(endpoint: Option<SocketAddr>) -> Outcome {
+        let mut o = Outcome::local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout",
+            "UT",
+            "response_timeout",
+        );
+        o.upstream_host = endpoint;
+        o
+    }
+
     pub(crate) fn with_cluster(mut self, cluster: &str) -> Outcome {
         self.cluster = Some(cluster.to_string());
         self
@@ -756,16 +768,7 @@ impl Proxy {
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
-                Err(_) => {
-                    let mut o = Outcome::local(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream request timeout",
-                        "UT",
-                        "response_timeout",
-                    );
-                    o.upstream_host = Some(endpoint);
-                    return o;
-                }
+                Err(_) => return Outcome::upstream_timeout(Some(endpoint)),
             },
             None => call.await,
         };

@@ -525,22 +525,9 @@ fn labels_match(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Istio's `host.Name.Matches`: whether two (possibly wildcard) host names overlap.
+/// Istio's `host.Name.Matches`, case-insensitive: whether two host names overlap.
 fn hosts_overlap(a: &str, b: &str) -> bool {
-    let a = a.to_ascii_lowercase();
-    let b = b.to_ascii_lowercase();
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => {
-            if sa.len() < sb.len() {
-                sb.ends_with(sa)
-            } else {
-                sa.ends_with(sb)
-            }
-        }
-        (Some(sa), None) => b.ends_with(sa),
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
-    }
+    meshbox_config::validate::hosts_overlap(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
 }
 
 /// A gateway reference of a VirtualService as `(namespace, name)`: `ns/name`,

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 
 use meshbox_config::{Kind, OutboundPolicy, Spec};
 
+use crate::build::effective_gateways;
 use crate::build::{host_matches, MeshState, MESH_GATEWAY};
 use crate::dump::{describe_action, describe_match, format_duration, kind_name, percent};
 use crate::registry::{resolve_short_name, selects, ServiceInfo, ServiceSource, WorkloadInstance};
@@ -1586,27 +1587,6 @@ fn gateway_fixes(ctx: &TraceContext<'_>, port: u32, host: &str, has_table: bool)
         }
     }
     fixes
-}
-
-/// A VirtualService's `gateways` resolved to `namespace/name` (empty means `mesh`).
-fn effective_gateways(list: &[String], vs_ns: &str) -> Vec<String> {
-    if list.is_empty() {
-        return vec![MESH_GATEWAY.to_string()];
-    }
-    list.iter()
-        .map(|g| {
-            if g == MESH_GATEWAY || g.contains('/') {
-                g.clone()
-            } else {
-                match g.split_once('.') {
-                    Some((name, rest)) => {
-                        format!("{}/{name}", rest.split('.').next().unwrap_or(vs_ns))
-                    }
-                    None => format!("{vs_ns}/{g}"),
-                }
-            }
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
