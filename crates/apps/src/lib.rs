@@ -124,12 +124,33 @@ pub async fn main_for(name: &str) -> anyhow::Result<()> {
     run_app(name, listener).await
 }
 
+/// Set to `1` by meshbox when it holds `PORT` reserved for this process with
+/// `SO_REUSEPORT` (bound, never listening): the app then binds with `SO_REUSEPORT` too,
+/// and is the only one that accepts on the port.
+const REUSEPORT_ENV: &str = "MESHBOX_REUSEPORT";
+
 async fn bind_listener(host: &str, port: u16) -> anyhow::Result<TcpListener> {
     // Accept `::1` as well as `[::1]` for IPv6 addresses.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    TcpListener::bind((host, port))
+    let context = || format!("cannot listen on {host}:{port}");
+    if non_empty_env(REUSEPORT_ENV).as_deref() != Some("1") {
+        return TcpListener::bind((host, port)).await.with_context(context);
+    }
+    let addr = tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("cannot listen on {host}:{port}"))
+        .with_context(context)?
+        .next()
+        .with_context(context)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(context)?;
+    socket.set_reuseaddr(true).with_context(context)?;
+    socket.set_reuseport(true).with_context(context)?;
+    socket.bind(addr).with_context(context)?;
+    socket.listen(1024).with_context(context)
 }
 
 /// The value of an environment variable, `None` when unset or empty.

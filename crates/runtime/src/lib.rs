@@ -11,6 +11,7 @@ pub mod images;
 pub mod mesh;
 mod orphans;
 pub mod paths;
+pub mod ports;
 pub mod supervisor;
 pub mod up;
 

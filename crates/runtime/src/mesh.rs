@@ -22,6 +22,7 @@ use meshbox_routing::{MeshState, WorkloadInstance};
 
 use crate::images::{ImageMap, LocalCommand};
 use crate::paths::log_file;
+use crate::ports::{PortReservation, REUSEPORT_ENV};
 use crate::supervisor::{ContainerState, ProcessSpec, Supervised};
 
 /// Settings fixed for the life of a mesh.
@@ -55,6 +56,8 @@ struct Pod {
     proxy: Arc<Proxy>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     containers: Vec<(String, Supervised)>,
+    /// The app ports this pod holds (see `ports`), freed when the pod is dropped.
+    reserved_ports: Vec<PortReservation>,
     /// Environment of the app containers (what `exec` reproduces).
     env: Vec<(String, String)>,
     /// Service ports of a gateway: (container port, service port).
@@ -651,6 +654,7 @@ impl Mesh {
             proxy,
             listeners,
             containers: Vec::new(),
+            reserved_ports: Vec::new(),
             env: Vec::new(),
             gateway_ports,
             created: Instant::now(),
@@ -680,14 +684,19 @@ impl Mesh {
         let mut named_ports = BTreeMap::new();
         let mut containers = Vec::new();
         let mut pod_env = Vec::new();
+        // Held until the pod stops (see `ports`); released early only for commands that
+        // are not built-in apps and so cannot share the port.
+        let mut reserved_ports = Vec::new();
         for c in &spec.template.spec.containers {
             let mut env: Vec<(String, String)> = Vec::new();
             let mut first = true;
             for p in &c.ports {
                 // The app listens on a free loopback port; the sidecar's inbound
                 // listener stands for the container port, as a pod IP would.
-                let app_port = free_port().await?;
-                let app = SocketAddr::from(([127, 0, 0, 1], app_port));
+                let reservation = PortReservation::new()?;
+                let app_port = reservation.port();
+                let app = reservation.addr();
+                reserved_ports.push(reservation);
                 let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
                 inbound.insert(p.container_port, listener.local_addr()?);
                 if let Some(n) = &p.name {
@@ -739,12 +748,19 @@ impl Mesh {
                 .resolve(c.image.as_deref(), &c.command, &c.args)
                 .map_err(std::io::Error::other)?;
             let (program, args, working_dir) = match command {
-                LocalCommand::App(app) => (
-                    self.settings.exe.clone(),
-                    vec!["app".to_string(), app],
-                    None,
-                ),
+                LocalCommand::App(app) => {
+                    env.push((REUSEPORT_ENV.to_string(), "1".to_string()));
+                    (
+                        self.settings.exe.clone(),
+                        vec!["app".to_string(), app],
+                        None,
+                    )
+                }
                 LocalCommand::Command { argv, working_dir } => {
+                    // A program of the user's binds its ports the plain way: free them
+                    // (this container's are the last reserved) just before it starts.
+                    let own = c.ports.len().min(reserved_ports.len());
+                    reserved_ports.truncate(reserved_ports.len() - own);
                     let mut it = argv.into_iter();
                     let program = it.next().map(PathBuf::from).unwrap_or_default();
                     (program, it.collect(), working_dir)
@@ -778,6 +794,7 @@ impl Mesh {
             proxy,
             listeners,
             containers,
+            reserved_ports,
             env: pod_env,
             gateway_ports: Vec::new(),
             created: Instant::now(),
@@ -987,6 +1004,8 @@ async fn stop_pod(pod: Pod) {
     for (_, c) in pod.containers {
         c.stop().await;
     }
+    // Only now that its processes are gone may another pod get the app ports.
+    drop(pod.reserved_ports);
     drop(pod.proxy);
     if let Some(w) = pod.log_writer {
         w.abort();
@@ -1014,11 +1033,6 @@ fn short_hash(s: &str) -> String {
 /// Kubernetes' pod-template-hash: a stable digest of the pod template.
 fn template_hash(template: &meshbox_config::kube::PodTemplateSpec) -> String {
     short_hash(&serde_json::to_string(template).unwrap_or_default())
-}
-
-async fn free_port() -> std::io::Result<u16> {
-    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Hands access log lines to the pod's log writer without blocking the request path;

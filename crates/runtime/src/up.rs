@@ -19,6 +19,7 @@ use crate::control::{call, ControlRequest, ControlResponse};
 use crate::images::ImageMap;
 use crate::mesh::{Mesh, MeshSettings};
 use crate::paths::{control_socket, state_dir};
+use crate::ports::{PortReservation, REUSEPORT_ENV};
 use crate::supervisor::{ProcessSpec, Supervised};
 
 /// Options of `meshbox up`.
@@ -69,6 +70,8 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     // Stand-ins for external hosts run outside the mesh, each on a free port.
     let mut overrides = Vec::new();
     let mut stand_ins = Vec::new();
+    // Each stand-in's port stays reserved while meshbox runs (see `ports`).
+    let mut stand_in_ports = Vec::new();
     for s in &opts.stand_in {
         let (hostport, app) = s
             .split_once('=')
@@ -82,9 +85,9 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
                 crate::images::meshbox_apps_names().join(", ")
             );
         }
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        let app_port = listener.local_addr()?.port();
-        drop(listener);
+        let reservation = PortReservation::new()?;
+        let app_port = reservation.port();
+        stand_in_ports.push(reservation);
         overrides.push(
             Override::parse_connect_to(&format!("{host}:{port}:127.0.0.1:{app_port}"))
                 .map_err(anyhow::Error::msg)?,
@@ -98,6 +101,7 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
                 env: vec![
                     ("PORT".into(), app_port.to_string()),
                     ("BIND_ADDRESS".into(), "127.0.0.1".into()),
+                    (REUSEPORT_ENV.into(), "1".into()),
                 ],
                 working_dir: None,
                 log_file,
