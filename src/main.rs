@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use meshbox_config::Source;
 use meshbox_runtime::{control, ControlRequest, UpOptions};
 
+/// mimalloc instead of glibc's malloc: the request path allocates small, short-lived
+/// buffers on every request (headers, bodies, futures), and glibc's allocator was about
+/// a tenth of the proxy's CPU under load (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod analyze_cmd;
 mod proxy_config_cmd;
 mod trace_cmd;
@@ -54,6 +60,10 @@ enum Command {
         /// Local port of the admin listener serving every proxy's Prometheus metrics (0: any free port).
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
+        /// Threads that run every gateway and sidecar proxy (and the control plane);
+        /// default: half the CPUs, at least 1, leaving the rest to the workloads.
+        #[arg(long, env = "MESHBOX_PROXY_THREADS")]
+        proxy_threads: Option<usize>,
     },
     /// Prometheus metrics: the scrape URL of every proxy, or one proxy's metrics.
     Metrics {
@@ -130,10 +140,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `up` runs every proxy of the mesh; a workload (`app`) gets tokio's default, one
+    // thread per CPU, as its own binary would; the other commands are clients.
+    let threads = match &cli.command {
+        Command::Up { proxy_threads, .. } => {
+            Some(proxy_threads.unwrap_or_else(default_proxy_threads))
+        }
+        Command::App { .. } => None,
+        _ => Some(1),
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -149,6 +169,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Half the CPUs, at least one: the proxies of a local mesh share the machine with its
+/// workloads (and, in a benchmark, with the load generator). On the 2-CPU machine of
+/// docs/PERFORMANCE.md one thread served more requests per CPU second and a higher
+/// maximum rate than two.
+fn default_proxy_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up {
@@ -162,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ingress_port,
             seed,
             metrics_port,
+            proxy_threads: _,
         } => {
             meshbox_runtime::run_up(UpOptions {
                 paths,

@@ -9,12 +9,15 @@
 //! Label values are cheap to make on the request path: the proxy's own workload, the
 //! workload behind each endpoint address and the service of each cluster are interned
 //! as `Arc`s in maps swapped whole when the config changes; a request's label set is a
-//! handful of `Arc` clones and `&'static str`s. The only lock is the one inside
-//! prometheus-client's `Family` (a read lock once the label set has been seen).
+//! handful of `Arc` clones and `&'static str`s. A request's four HTTP series are found
+//! with one lookup (a read lock once the label set has been seen, hashed with FxHash)
+//! in a per-proxy cache of handles into prometheus-client's families.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
 
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
@@ -175,6 +178,15 @@ pub(crate) struct Destination<'a> {
     pub upstream: Option<SocketAddr>,
 }
 
+/// Handles to the four HTTP series of one label set (each shares its value with the
+/// series in the registry).
+struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
 /// One proxy's metrics.
 pub struct ProxyMetrics {
     registry: Registry,
@@ -186,6 +198,9 @@ pub struct ProxyMetrics {
     tcp_closed: Family<Labels, Counter>,
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
+    /// The HTTP series of each label set seen so far: one lookup per request instead of
+    /// one per family.
+    request_series: RwLock<FxHashMap<Labels, Arc<RequestSeries>>>,
     identity: ArcSwap<WorkloadIdentity>,
     unknown: Arc<WorkloadIdentity>,
     /// The workload behind each endpoint address of the mesh (Istio learns it by
@@ -265,6 +280,7 @@ impl ProxyMetrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            request_series: RwLock::new(FxHashMap::default()),
             identity: ArcSwap::new(unknown.clone()),
             unknown,
             peers: ArcSwap::from_pointee(HashMap::new()),
@@ -363,14 +379,30 @@ impl ProxyMetrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(labels).observe(duration_ms);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
+        let series = self.request_series(labels);
+        series.requests.inc();
+        series.duration.observe(duration_ms);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
+    }
+
+    /// The HTTP series of `labels`, created in the registry the first time.
+    fn request_series(&self, labels: &Labels) -> Arc<RequestSeries> {
+        if let Ok(map) = self.request_series.read() {
+            if let Some(series) = map.get(labels) {
+                return series.clone();
+            }
+        }
+        let series = Arc::new(RequestSeries {
+            requests: self.requests.get_or_create(labels).clone(),
+            duration: self.duration.get_or_create(labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        });
+        if let Ok(mut map) = self.request_series.write() {
+            map.entry(labels.clone()).or_insert_with(|| series.clone());
+        }
+        series
     }
 
     /// Records a TCP connection opening.
@@ -410,7 +442,19 @@ mod tests {
         };
         let l = m.labels(false, &dest, "http", Some(502), "-");
         m.record_request(&l, 1.0, 0, 0);
+        // The second request of a label set goes through the cached series handles,
+        // which must count in the registry's series.
+        m.record_request(&l, 1.0, 0, 0);
         let text = m.encode();
+        let total = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{"))
+            .unwrap_or_default();
+        assert!(total.ends_with("} 2"), "{text}");
+        assert!(
+            text.contains("istio_request_duration_milliseconds_count{"),
+            "{text}"
+        );
         assert!(
             text.contains("istio_requests_total{reporter=\"source\""),
             "{text}"

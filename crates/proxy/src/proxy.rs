@@ -353,51 +353,53 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<LoggedBody> {
         let start = Instant::now();
-        let start_time = Utc::now();
         if !req.headers().contains_key("x-request-id") {
-            if let Ok(v) =
-                HeaderValue::from_str(&new_request_id(self.next_random(), self.next_random()))
-            {
+            let id = new_request_id(self.next_random(), self.next_random());
+            if let Ok(v) = HeaderValue::from_bytes(&id) {
                 req.headers_mut().insert("x-request-id", v);
             }
         }
         let authority = request_authority(&req);
         let path = path_and_query(req.uri()).to_string();
-        let header = |req: &Request<Incoming>, name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let mut entry = AccessLogEntry {
-            start_time: Some(start_time),
-            method: req.method().as_str().to_string(),
-            path: path.clone(),
-            protocol: version_str(req.version()),
-            user_agent: header(&req, "user-agent"),
-            request_id: header(&req, "x-request-id"),
-            authority: authority.clone(),
-            downstream_local_address: Some(local),
-            downstream_remote_address: Some(peer),
-            ..Default::default()
-        };
         if let ListenerRole::Gateway { .. } = role {
             append_forwarded_for(req.headers_mut(), peer);
         }
-        entry.x_forwarded_for = header(&req, "x-forwarded-for");
         let received = Arc::new(AtomicU64::new(0));
+        // The access log entry is only gathered when access logs are on (Istio's
+        // default is off): the request path does no work for a line nobody writes.
+        let pending_log = self.access_log.load().as_ref().map(|target| {
+            let header = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            PendingLog {
+                entry: AccessLogEntry {
+                    start_time: Some(Utc::now()),
+                    method: req.method().as_str().to_string(),
+                    path: path.clone(),
+                    protocol: version_str(req.version()),
+                    user_agent: header("user-agent"),
+                    request_id: header("x-request-id"),
+                    x_forwarded_for: header("x-forwarded-for"),
+                    authority: authority.clone(),
+                    downstream_local_address: Some(local),
+                    downstream_remote_address: Some(peer),
+                    ..Default::default()
+                },
+                start,
+                sink: target.sink.clone(),
+                encoding: target.encoding,
+                received: received.clone(),
+            }
+        });
         let counter = received.clone();
-        let metric_received = received.clone();
+        let metric_received = received;
         let mut req = req.map(move |body| CountingBody::new(body, counter).boxed());
         req.extensions_mut().insert(PeerAddr(peer));
         req.extensions_mut().insert(ListenerAddr(local));
-        let mut guard = AbandonGuard(self.access_log.load().as_ref().map(|target| PendingLog {
-            entry,
-            start,
-            sink: target.sink.clone(),
-            encoding: target.encoding,
-            received,
-        }));
+        let mut guard = AbandonGuard(pending_log);
         let outcome = match role {
             ListenerRole::SidecarInbound { port, app } => {
                 let cluster = format!("inbound|{port}||");
@@ -422,7 +424,18 @@ impl Proxy {
             ListenerRole::SidecarInbound { port, .. } => u16::try_from(port).unwrap_or(80),
             ListenerRole::SidecarOutbound => 80,
         };
-        let asked = authority.as_deref().map(|a| {
+        let refused = outcome.route.as_deref() == Some("block_all")
+            || matches!(outcome.flags, "NR" | "DF" | "NC");
+        let inbound = matches!(role, ListenerRole::SidecarInbound { .. });
+        // Only refusals, catch-all clusters and inbound traffic name the host asked for.
+        let names_host = refused
+            || inbound
+            || outcome.cluster.is_none()
+            || matches!(
+                outcome.cluster.as_deref(),
+                Some(PASSTHROUGH_CLUSTER | crate::tunnel::BLACKHOLE_CLUSTER)
+            );
+        let asked = authority.as_deref().filter(|_| names_host).map(|a| {
             let (host, port) = split_authority(a, default_port);
             if host.contains(':') && !host.starts_with('[') {
                 format!("[{host}]:{port}")
@@ -430,8 +443,6 @@ impl Proxy {
                 format!("{host}:{port}")
             }
         });
-        let refused = outcome.route.as_deref() == Some("block_all")
-            || matches!(outcome.flags, "NR" | "DF" | "NC");
         let metric = {
             let dest = crate::metrics::Destination {
                 cluster: outcome.cluster.as_deref(),
@@ -440,7 +451,7 @@ impl Proxy {
                 upstream: outcome.upstream_host,
             };
             let labels = self.metrics.labels(
-                matches!(role, ListenerRole::SidecarInbound { .. }),
+                inbound,
                 &dest,
                 "http",
                 Some(outcome.response.status().as_u16()),
@@ -972,18 +983,22 @@ fn version_str(v: Version) -> &'static str {
     }
 }
 
-/// A UUID-shaped request id, as Envoy generates for `x-request-id`.
-fn new_request_id(a: u64, b: u64) -> String {
+/// A UUID-shaped (version 4, variant 1) request id, as Envoy generates for
+/// `x-request-id`: `xxxxxxxx-xxxx-4xxx-Nxxx-xxxxxxxxxxxx`, written without formatting
+/// machinery (it is made for every request that comes without one).
+fn new_request_id(a: u64, b: u64) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
     let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xFFFF,
-        a & 0xFFFF,
-        b >> 48,
-        b & 0xFFFF_FFFF_FFFF
-    )
+    let mut out = [b'-'; 36];
+    let digits = (0..16)
+        .map(|i| (a >> (60 - 4 * i)) & 0xF)
+        .chain((0..16).map(|i| (b >> (60 - 4 * i)) & 0xF));
+    let positions = (0..36).filter(|i| !matches!(i, 8 | 13 | 18 | 23));
+    for (pos, d) in positions.zip(digits) {
+        out[pos] = HEX[d as usize];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1005,8 +1020,10 @@ mod tests {
 
     #[test]
     fn request_ids_look_like_uuids() {
-        let id = new_request_id(1, 2);
-        assert_eq!(id.len(), 36);
-        assert_eq!(id.matches('-').count(), 4);
+        let id = new_request_id(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+        // Version nibble 4, variant bits 10.
+        assert_eq!(&id, b"01234567-89ab-4def-bedc-ba9876543210");
+        let id = new_request_id(0, 0);
+        assert_eq!(&id, b"00000000-0000-4000-8000-000000000000");
     }
 }

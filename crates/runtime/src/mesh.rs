@@ -196,7 +196,8 @@ impl Mesh {
         namespace: Option<String>,
     ) -> Result<String, String> {
         let opts = self.load_options(namespace);
-        let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
+        let resources =
+            off_the_data_plane(|| load_sources(sources, &opts)).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         for r in &resources {
             if let Spec::Deployment(d) = &r.spec {
@@ -269,7 +270,8 @@ impl Mesh {
         namespace: Option<String>,
     ) -> Result<String, String> {
         let opts = self.load_options(namespace);
-        let resources = load_sources(sources, &opts).map_err(|e| e.to_string())?;
+        let resources =
+            off_the_data_plane(|| load_sources(sources, &opts)).map_err(|e| e.to_string())?;
         let mut next = self.store.clone();
         let mut out = String::new();
         let mut missing = String::new();
@@ -431,7 +433,7 @@ impl Mesh {
                 retired.push(p);
             }
         }
-        self.push_tables();
+        off_the_data_plane(|| self.push_tables());
         self.refresh_access_logs();
         for pod in retired {
             stop_pod(pod).await;
@@ -1009,6 +1011,19 @@ async fn stop_pod(pod: Pod) {
     drop(pod.proxy);
     if let Some(w) = pod.log_writer {
         w.abort();
+    }
+}
+
+/// Runs CPU-heavy control-plane work (parsing manifests, compiling every proxy's
+/// tables) without holding up the proxies that share the runtime: on a multi-thread
+/// runtime the worker hands its other tasks to another thread for the duration, as
+/// istiod computes config apart from the Envoys it serves.
+fn off_the_data_plane<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
