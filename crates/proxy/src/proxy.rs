@@ -322,10 +322,11 @@ impl Proxy {
                         Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await)
                     }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
+                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC clients and
+                // h2load speak it), told apart by the connection preface, as Envoy's
+                // HTTP connection manager does with `codec_type: AUTO`.
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 if let Err(e) = conn.await {
                     tracing::debug!("connection from {peer} ended: {e}");
                 }
