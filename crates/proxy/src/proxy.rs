@@ -197,6 +197,12 @@ fn local_reply(status: StatusCode, body: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// Idle upstream connections kept per endpoint: as many as Envoy's default circuit
+/// breaker allows connections (`max_connections` 1024), so that a burst of concurrent
+/// requests (HTTP/2 streams from one client, for one) does not end in closing and
+/// reopening connections on every request.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
 impl Proxy {
     /// A proxy with its first tables.
     pub fn new(settings: ProxySettings, tables: ProxyTables) -> Arc<Proxy> {
@@ -205,13 +211,13 @@ impl Proxy {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
             .set_host(false)
             .build(connector);
         let tls = crate::tls::TlsClients::new();
         let tls_client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
             .set_host(false)
             .build(tls.connector());
         let metrics = Arc::new(crate::metrics::ProxyMetrics::new());
