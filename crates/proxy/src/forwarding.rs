@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ORIGIN};
+use http::header::{HeaderName, HeaderValue, ORIGIN};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
@@ -19,6 +19,8 @@ use meshbox_routing::ProxyTables;
 use crate::balancer::{hash_key, ClusterState};
 use crate::body::ProxyBody;
 use crate::proxy::{dns_failure, ListenerAddr, Outcome, PeerAddr, Proxy};
+
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
 /// Bodies up to this size are kept for retries and mirrors (Envoy's default
 /// per-connection buffer limit is 1 MiB).
@@ -48,7 +50,9 @@ impl Proxy {
         // Envoy's CORS filter answers an allowed preflight itself.
         if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {
             let preflight = req.method() == Method::OPTIONS
-                && req.headers().contains_key("access-control-request-method");
+                && req
+                    .headers()
+                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
             if preflight && cors.allows(origin) {
                 let mut o = Outcome::local(StatusCode::OK, "", "-", "cors_response");
                 add_cors_headers(o.response.headers_mut(), cors, origin, true);
@@ -117,7 +121,7 @@ impl Proxy {
         }
         if new_path.is_some() {
             if let Ok(v) = HeaderValue::from_str(path) {
-                parts.headers.insert("x-envoy-original-path", v);
+                parts.headers.insert(&X_ENVOY_ORIGINAL_PATH, v);
             }
         }
         let request_ops = fwd.request_headers.then(&choice.request_headers);
@@ -357,7 +361,7 @@ impl Proxy {
         );
         let Ok(uri) = http::Uri::builder()
             .scheme("http")
-            .authority(endpoint.to_string())
+            .authority(crate::proxy::socket_addr_text(endpoint))
             .path_and_query(path)
             .build()
         else {
