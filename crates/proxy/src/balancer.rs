@@ -3,7 +3,7 @@
 //! (Envoy's circuit breakers). Tables are swapped whole; this state is carried over by
 //! cluster name and endpoint address.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -39,24 +39,24 @@ struct Limiter {
 /// The state of one cluster.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterState {
-    endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    endpoints: FxHashMap<SocketAddr, Arc<EndpointState>>,
     limiter: Option<Limiter>,
 }
 
 /// All clusters' state for one proxy.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterStates {
-    clusters: HashMap<String, Arc<ClusterState>>,
+    clusters: FxHashMap<String, Arc<ClusterState>>,
 }
 
 impl ClusterStates {
     /// State for the clusters of `tables`, reusing `old` where names, endpoints and
     /// limits carry over.
     pub(crate) fn carry_over(old: &ClusterStates, tables: &ProxyTables) -> ClusterStates {
-        let mut clusters = HashMap::new();
+        let mut clusters = FxHashMap::default();
         for (name, cluster) in &tables.clusters {
             let previous = old.clusters.get(name);
-            let mut endpoints = HashMap::new();
+            let mut endpoints = FxHashMap::default();
             if let ClusterEndpoints::Static(addrs) = &cluster.endpoints {
                 for a in addrs {
                     let state = previous

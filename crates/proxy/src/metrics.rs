@@ -205,9 +205,9 @@ pub struct ProxyMetrics {
     unknown: Arc<WorkloadIdentity>,
     /// The workload behind each endpoint address of the mesh (Istio learns it by
     /// metadata exchange).
-    peers: ArcSwap<HashMap<SocketAddr, Arc<WorkloadIdentity>>>,
+    peers: ArcSwap<FxHashMap<SocketAddr, Arc<WorkloadIdentity>>>,
     /// Interned service labels per cluster name.
-    services: ArcSwap<HashMap<String, Arc<ServiceLabels>>>,
+    services: ArcSwap<FxHashMap<String, Arc<ServiceLabels>>>,
 }
 
 impl Default for ProxyMetrics {
@@ -283,8 +283,8 @@ impl ProxyMetrics {
             request_series: RwLock::new(FxHashMap::default()),
             identity: ArcSwap::new(unknown.clone()),
             unknown,
-            peers: ArcSwap::from_pointee(HashMap::new()),
-            services: ArcSwap::from_pointee(HashMap::new()),
+            peers: ArcSwap::from_pointee(FxHashMap::default()),
+            services: ArcSwap::from_pointee(FxHashMap::default()),
         }
     }
 

@@ -1064,12 +1064,15 @@ fn new_request_id(a: u64, b: u64) -> [u8; 36] {
     let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
     let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
     let mut out = [b'-'; 36];
-    let digits = (0..16)
-        .map(|i| (a >> (60 - 4 * i)) & 0xF)
-        .chain((0..16).map(|i| (b >> (60 - 4 * i)) & 0xF));
-    let positions = (0..36).filter(|i| !matches!(i, 8 | 13 | 18 | 23));
-    for (pos, d) in positions.zip(digits) {
-        out[pos] = HEX[d as usize];
+    let mut pos = 0;
+    for word in [a, b] {
+        for shift in (0..16).rev() {
+            if matches!(pos, 8 | 13 | 18 | 23) {
+                pos += 1;
+            }
+            out[pos] = HEX[((word >> (shift * 4)) & 0xF) as usize];
+            pos += 1;
+        }
     }
     out
 }
