@@ -10,6 +10,7 @@ mod balancer;
 pub mod body;
 mod forwarding;
 pub mod metrics;
+mod pool;
 pub mod proxy;
 pub mod resolver;
 pub mod sni;

@@ -84,6 +84,10 @@ pub struct Proxy {
     /// Time base for outlier ejections.
     pub(crate) clock: Clock,
     tables: ArcSwap<ProxyTables>,
+    /// Plain-text upstream connections, pooled per endpoint (pool.rs).
+    pub(crate) pool: crate::pool::UpstreamPool,
+    /// hyper-util's pooled client, for mirrored requests (fire and forget, in tasks of
+    /// their own).
     pub(crate) client: Client<HttpConnector, ProxyBody>,
     /// TLS origination (DestinationRule `tls`): certificates by policy, and a pooled
     /// client whose connector makes the TLS connections.
@@ -239,6 +243,7 @@ impl Proxy {
             )),
             clock: Clock::new(),
             tables: ArcSwap::from_pointee(tables),
+            pool: crate::pool::UpstreamPool::new(CONNECT_TIMEOUT),
             client,
             tls,
             tls_client,
@@ -737,10 +742,18 @@ impl Proxy {
         // TLS origination (DestinationRule `tls`): the TLS client, pooled per endpoint,
         // SNI and policy under a name of its own.
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        let (scheme, pool_authority) = match &tls {
-            None => ("http", socket_addr_text(endpoint)),
+        // Plain text goes to this proxy's own pool in origin form; TLS origination to
+        // hyper-util's client, pooled per endpoint with SNI and policy under a name of
+        // its own, in absolute form.
+        let target = match &tls {
+            None => Uri::try_from(path).map_err(|_| ()),
             Some(t) => match self.tls.target(endpoint, t) {
-                Ok(key) => ("https", format!("{key}:{}", endpoint.port())),
+                Ok(key) => Uri::builder()
+                    .scheme("https")
+                    .authority(format!("{key}:{}", endpoint.port()))
+                    .path_and_query(path)
+                    .build()
+                    .map_err(|_| ()),
                 Err(reason) => {
                     let mut o = Outcome::local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -754,21 +767,13 @@ impl Proxy {
                 }
             },
         };
-        let uri = match Uri::builder()
-            .scheme(scheme)
-            .authority(pool_authority)
-            .path_and_query(path)
-            .build()
-        {
-            Ok(u) => u,
-            Err(_) => {
-                return Outcome::local(
-                    StatusCode::BAD_REQUEST,
-                    "invalid request path\n",
-                    "-",
-                    "invalid_path",
-                )
-            }
+        let Ok(uri) = target else {
+            return Outcome::local(
+                StatusCode::BAD_REQUEST,
+                "invalid request path\n",
+                "-",
+                "invalid_path",
+            );
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -785,10 +790,29 @@ impl Proxy {
         }
         let upstream_req = Request::from_parts(parts, body);
         let sent_at = Instant::now();
-        let call = if tls.is_some() {
-            self.tls_client.request(upstream_req)
-        } else {
-            self.client.request(upstream_req)
+        let call = async {
+            if tls.is_some() {
+                match self.tls_client.request(upstream_req).await {
+                    Ok(resp) => {
+                        let local = resp
+                            .extensions()
+                            .get::<HttpInfo>()
+                            .map(|i| i.local_addr())
+                            .or_else(|| {
+                                resp.extensions()
+                                    .get::<crate::tls::UpstreamAddrs>()
+                                    .map(|a| a.local)
+                            });
+                        Ok((resp.map(|b| b.boxed()), local))
+                    }
+                    Err(e) => Err(client_failure(&e, endpoint)),
+                }
+            } else {
+                match self.pool.send(endpoint, upstream_req).await {
+                    Ok((resp, local)) => Ok((resp.map(|b| b.boxed()), Some(local))),
+                    Err(e) => Err(pool_failure(&e, endpoint)),
+                }
+            }
         };
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
@@ -798,24 +822,15 @@ impl Proxy {
             None => call.await,
         };
         match result {
-            Ok(resp) => {
-                let info = resp
-                    .extensions()
-                    .get::<HttpInfo>()
-                    .map(|i| i.local_addr())
-                    .or_else(|| {
-                        resp.extensions()
-                            .get::<crate::tls::UpstreamAddrs>()
-                            .map(|a| a.local)
-                    });
+            Ok((resp, local)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Outcome {
-                    response: Response::from_parts(parts, body.boxed()),
+                    response: Response::from_parts(parts, body),
                     flags: "-",
                     details: "via_upstream",
                     upstream_host: Some(endpoint),
-                    upstream_local: info,
+                    upstream_local: local,
                     cluster: None,
                     route: None,
                     service_time_ms: Some(
@@ -825,44 +840,58 @@ impl Proxy {
                     hold: None,
                 }
             }
-            Err(e) => {
-                // A TLS handshake that failed: Envoy's reason in its own words.
-                if let Some(reason) = crate::tls::connect_failure_reason(&e) {
-                    let body = format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}");
-                    let mut o = Outcome::local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &body,
-                        "UF",
-                        "upstream_reset_before_response_started{connection_failure}",
-                    );
-                    o.upstream_host = Some(endpoint);
-                    o.transport_failure = Some(reason);
-                    return o;
-                }
-                let (flags, details, reason) = if e.is_connect() {
-                    (
-                        "UF",
-                        "upstream_reset_before_response_started{connection_failure}",
-                        "connection failure",
-                    )
-                } else {
-                    (
-                        "UC",
-                        "upstream_reset_before_response_started{connection_termination}",
-                        "connection termination",
-                    )
-                };
-                let body = format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}");
-                let mut o = Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, flags, details);
-                o.upstream_host = Some(endpoint);
-                // A TLS alert after the handshake (a server refusing the client
-                // certificate under TLS 1.3) is still a TLS error in Envoy's words.
-                o.transport_failure =
-                    Some(crate::tls::tls_error_reason(&e).unwrap_or_else(|| error_chain(&e)));
-                o
-            }
+            Err(outcome) => outcome,
         }
     }
+}
+
+/// 503 `UF` (connection failure) or `UC` (connection termination) in Envoy's words.
+fn reset_before_headers(connect: bool, endpoint: SocketAddr, reason: String) -> Outcome {
+    let (flags, details, words) = if connect {
+        (
+            "UF",
+            "upstream_reset_before_response_started{connection_failure}",
+            "connection failure",
+        )
+    } else {
+        (
+            "UC",
+            "upstream_reset_before_response_started{connection_termination}",
+            "connection termination",
+        )
+    };
+    let body =
+        format!("upstream connect error or disconnect/reset before headers. reset reason: {words}");
+    let mut o = Outcome::local(StatusCode::SERVICE_UNAVAILABLE, &body, flags, details);
+    o.upstream_host = Some(endpoint);
+    o.transport_failure = Some(reason);
+    o
+}
+
+/// A failure of the pooled plain-text exchange.
+fn pool_failure(e: &crate::pool::UpstreamError, endpoint: SocketAddr) -> Outcome {
+    reset_before_headers(e.is_connect(), endpoint, e.reason())
+}
+
+/// A failure of hyper-util's client (TLS origination).
+fn client_failure(e: &hyper_util::client::legacy::Error, endpoint: SocketAddr) -> Outcome {
+    // A TLS handshake that failed: Envoy's reason in its own words.
+    if let Some(reason) = crate::tls::connect_failure_reason(e) {
+        let body = format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}");
+        let mut o = Outcome::local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &body,
+            "UF",
+            "upstream_reset_before_response_started{connection_failure}",
+        );
+        o.upstream_host = Some(endpoint);
+        o.transport_failure = Some(reason);
+        return o;
+    }
+    // A TLS alert after the handshake (a server refusing the client certificate under
+    // TLS 1.3) is still a TLS error in Envoy's words.
+    let reason = crate::tls::tls_error_reason(e).unwrap_or_else(|| error_chain(e));
+    reset_before_headers(e.is_connect(), endpoint, reason)
 }
 
 /// 503 DF: the name is known neither to the mesh nor to DNS. In a pod, the

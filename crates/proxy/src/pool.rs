@@ -1,0 +1,394 @@
+//! Keep-alive HTTP/1.1 connections to plain-text upstream endpoints, pooled per
+//! endpoint address.
+//!
+//! Written here rather than taken from hyper-util's legacy client, whose pool the
+//! profile showed as the largest piece of the request path still in meshbox's hands
+//! (about 8k instructions a request with the send: a pool keyed by scheme and
+//! authority, hashed byte by byte with SipHash, and a connection put back through a
+//! spawned readiness check). Here the key is the endpoint's `SocketAddr`, each endpoint
+//! has its own short lock (held to push or pop one connection; never a lock over all
+//! endpoints on the request path once an endpoint is known), and a connection goes back
+//! to its endpoint when its response body ends. TLS origination still goes through
+//! hyper-util's client (tls.rs).
+//!
+//! As Envoy and hyper-util do, a request that a reused connection could not take (the
+//! upstream closed it while idle) is sent again on a new connection; idle connections
+//! older than [`IDLE_TIMEOUT`] are dropped when their endpoint is next used.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+
+/// How long an idle upstream connection is kept (hyper-util's and this proxy's
+/// earlier setting).
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle connections kept per endpoint: as many as Envoy's default circuit breaker
+/// allows connections (`max_connections` 1024), so that a burst of concurrent requests
+/// does not end in closing and reopening connections.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
+/// Why a request got no response from the upstream.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// The TCP connection could not be opened (Envoy: connection failure, `UF`).
+    Connect(std::io::Error),
+    /// The connection failed or was closed while the request was sent or before the
+    /// response headers arrived (Envoy: connection termination, `UC`).
+    Exchange(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the connection could not be opened at all.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_))
+    }
+
+    /// The failure in words (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            UpstreamError::Connect(e) => format!("tcp connect error: {e}"),
+            UpstreamError::Exchange(e) => {
+                let mut s = e.to_string();
+                let mut source = std::error::Error::source(e);
+                while let Some(inner) = source {
+                    s.push_str(": ");
+                    s.push_str(&inner.to_string());
+                    source = inner.source();
+                }
+                s
+            }
+        }
+    }
+}
+
+/// One proxy's pooled upstream connections.
+pub(crate) struct UpstreamPool {
+    endpoints: RwLock<FxHashMap<SocketAddr, Arc<EndpointConnections>>>,
+    connect_timeout: Duration,
+}
+
+/// The idle connections to one endpoint, most recently used last.
+#[derive(Default)]
+struct EndpointConnections {
+    idle: Mutex<Vec<IdleConnection>>,
+}
+
+struct IdleConnection {
+    sender: SendRequest<ProxyBody>,
+    local: SocketAddr,
+    since: Instant,
+}
+
+/// A connection lent to one request until its response body ends.
+struct Lease {
+    endpoint: Arc<EndpointConnections>,
+    sender: SendRequest<ProxyBody>,
+    local: SocketAddr,
+}
+
+impl Lease {
+    /// Gives the connection back for the next request, unless it is closing.
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.endpoint.idle.lock() {
+            let now = Instant::now();
+            let stale = idle
+                .iter()
+                .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
+                .count();
+            idle.drain(..stale);
+            if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                idle.push(IdleConnection {
+                    sender: self.sender,
+                    local: self.local,
+                    since: now,
+                });
+            }
+        }
+    }
+}
+
+impl UpstreamPool {
+    /// An empty pool; new connections give up after `connect_timeout`.
+    pub(crate) fn new(connect_timeout: Duration) -> UpstreamPool {
+        UpstreamPool {
+            endpoints: RwLock::new(FxHashMap::default()),
+            connect_timeout,
+        }
+    }
+
+    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConnections> {
+        if let Ok(map) = self.endpoints.read() {
+            if let Some(e) = map.get(&addr) {
+                return e.clone();
+            }
+        }
+        match self.endpoints.write() {
+            Ok(mut map) => map.entry(addr).or_default().clone(),
+            // A poisoned map still serves: this request just goes unpooled.
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, its own Host header) to `addr` on a pooled
+    /// connection, or a new one; returns the response, whose body hands the connection
+    /// back when it ends, and the local address of the connection.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<PooledBody>, SocketAddr), UpstreamError> {
+        let endpoint = self.endpoint(addr);
+        loop {
+            let reused = endpoint.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(mut conn) = reused else { break };
+            if conn.since.elapsed() > IDLE_TIMEOUT || conn.sender.ready().await.is_err() {
+                continue;
+            }
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(lend(resp, endpoint, conn.sender, conn.local)),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection was closed meanwhile; try the next one.
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
+            }
+        }
+        let (mut sender, local) = self.connect(addr).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok(lend(resp, endpoint, sender, local)),
+            Err(e) => Err(UpstreamError::Exchange(e)),
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(SendRequest<ProxyBody>, SocketAddr), UpstreamError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+                Err(_) => {
+                    return Err(UpstreamError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection timed out",
+                    )))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("upstream connection to {addr} ended: {e}");
+            }
+        });
+        Ok((sender, local))
+    }
+}
+
+fn lend(
+    resp: Response<Incoming>,
+    endpoint: Arc<EndpointConnections>,
+    sender: SendRequest<ProxyBody>,
+    local: SocketAddr,
+) -> (Response<PooledBody>, SocketAddr) {
+    let lease = Lease {
+        endpoint,
+        sender,
+        local,
+    };
+    let resp = resp.map(|inner| {
+        let mut body = PooledBody {
+            inner,
+            lease: Some(lease),
+        };
+        // A response without a body (204, 304, HEAD) frees the connection at once.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    });
+    (resp, local)
+}
+
+/// A response body from a pooled connection: the connection goes back to its
+/// endpoint's pool when the body has been read to its end. A body dropped before its
+/// end takes the connection with it (HTTP/1.1 cannot reuse it mid-message).
+pub(crate) struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // An error leaves the connection unusable: drop it.
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An HTTP/1.1 server on loopback that answers `ok` to every request; with
+    /// `close_after_each`, it closes the connection after each answer without saying so
+    /// (as an upstream whose idle timeout is short does). Returns its address and the
+    /// count of connections it accepted.
+    async fn upstream(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            if close_after_each {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get() -> Request<ProxyBody> {
+        Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "upstream")
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("request")
+    }
+
+    async fn body_of(resp: Response<PooledBody>) -> Bytes {
+        resp.into_body().collect().await.expect("body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (addr, accepted) = upstream(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        for _ in 0..5 {
+            let (resp, _) = pool.send(addr, get()).await.expect("answer");
+            assert_eq!(body_of(resp).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_an_error() {
+        let (addr, accepted) = upstream(true).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        for _ in 0..3 {
+            let (resp, _) = pool.send(addr, get()).await.expect("answer");
+            assert_eq!(body_of(resp).await, "ok");
+            // Let the client side notice the close before the next request, or not:
+            // either way the request must succeed.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
+        let (addr, accepted) = upstream(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (resp, _) = pool.send(addr, get()).await.expect("answer");
+        drop(resp);
+        let (resp, _) = pool.send(addr, get()).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let Err(err) = pool.send(addr, get()).await else {
+            panic!("nothing listens at {addr}, yet an answer came");
+        };
+        assert!(err.is_connect(), "{err:?}");
+        assert!(
+            err.reason().starts_with("tcp connect error: "),
+            "{}",
+            err.reason()
+        );
+    }
+}
