@@ -17,7 +17,7 @@ Prints a Markdown table on stdout.
 import argparse, json, os, re, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXE = os.path.join(ROOT, "target", "release", "meshbox")
+EXE = os.environ.get("MESHBOX_EXE") or os.path.join(ROOT, "target", "release", "meshbox")
 MESH = os.path.join(ROOT, "bench", "mesh")
 
 

@@ -150,8 +150,8 @@ impl fmt::Display for Origin {
 }
 
 /// The spec of an object, by kind.
-// A store holds tens of objects, so the size of the largest spec (a DestinationRule
-// with its typed traffic policy) does not matter; boxing would complicate matching.
+// The largest spec, a DestinationRule with its typed traffic policies, is boxed:
+// a store can hold tens of thousands of objects.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -166,8 +166,9 @@ pub enum Spec {
     Gateway(GatewaySpec),
     /// A VirtualService's spec.
     VirtualService(VirtualServiceSpec),
-    /// A DestinationRule's spec.
-    DestinationRule(DestinationRuleSpec),
+    /// A DestinationRule's spec (boxed: with its typed traffic policies it is several
+    /// times larger than the other specs, and every object would pay for it).
+    DestinationRule(Box<DestinationRuleSpec>),
     /// A ServiceEntry's spec.
     ServiceEntry(ServiceEntrySpec),
     /// A Sidecar's spec.

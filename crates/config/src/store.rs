@@ -2,6 +2,7 @@
 //! kind/namespace/name, applying again replaces, deleting removes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::resource::{Kind, ObjectKey, Resource};
 
@@ -27,14 +28,22 @@ impl ApplyAction {
     }
 }
 
-/// All applied objects. Cheap to clone per change; readers get immutable snapshots.
+/// All applied objects. Cheap to clone per change (the objects themselves are
+/// shared, never copied); readers get immutable snapshots.
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    objects: BTreeMap<ObjectKey, Resource>,
-    /// Creation order of each object (kept when it is configured again), Istio's
-    /// tie-breaker where it orders by creationTimestamp.
-    created: BTreeMap<ObjectKey, u64>,
+    objects: BTreeMap<ObjectKey, Entry>,
     next_sequence: u64,
+}
+
+/// One applied object.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The object, shared by the clones of the store.
+    resource: Arc<Resource>,
+    /// Its position in creation order (kept when it is configured again), Istio's
+    /// tie-breaker where it orders by creationTimestamp.
+    created: u64,
 }
 
 impl Store {
@@ -48,16 +57,20 @@ impl Store {
         let mut outcomes = Vec::with_capacity(resources.len());
         for r in resources {
             let key = r.key();
-            let action = match self.objects.get(&key) {
-                None => ApplyAction::Created,
-                Some(old) if old.same_config(&r) => ApplyAction::Unchanged,
-                Some(_) => ApplyAction::Configured,
+            let (action, created) = match self.objects.get(&key) {
+                None => {
+                    let created = self.next_sequence;
+                    self.next_sequence += 1;
+                    (ApplyAction::Created, created)
+                }
+                Some(old) if old.resource.same_config(&r) => (ApplyAction::Unchanged, old.created),
+                Some(old) => (ApplyAction::Configured, old.created),
             };
-            if action == ApplyAction::Created {
-                self.created.insert(key.clone(), self.next_sequence);
-                self.next_sequence += 1;
-            }
-            self.objects.insert(key.clone(), r);
+            let entry = Entry {
+                resource: Arc::new(r),
+                created,
+            };
+            self.objects.insert(key.clone(), entry);
             outcomes.push((key, action));
         }
         outcomes
@@ -65,18 +78,19 @@ impl Store {
 
     /// Removes the object with this identity; returns it if it was there.
     pub fn delete(&mut self, key: &ObjectKey) -> Option<Resource> {
-        self.created.remove(key);
-        self.objects.remove(key)
+        self.objects
+            .remove(key)
+            .map(|e| Arc::unwrap_or_clone(e.resource))
     }
 
     /// The position of this object in creation order (lower is older).
     pub fn creation_index(&self, key: &ObjectKey) -> u64 {
-        self.created.get(key).copied().unwrap_or(u64::MAX)
+        self.objects.get(key).map_or(u64::MAX, |e| e.created)
     }
 
     /// The object with this identity.
     pub fn get(&self, key: &ObjectKey) -> Option<&Resource> {
-        self.objects.get(key)
+        self.objects.get(key).map(|e| &*e.resource)
     }
 
     /// Every object of one kind, ordered by namespace and name.
@@ -90,12 +104,27 @@ impl Store {
                 }..,
             )
             .take_while(move |(k, _)| k.kind == kind)
-            .map(|(_, r)| r)
+            .map(|(_, e)| &*e.resource)
+    }
+
+    /// Every object of one kind with its position in creation order (as
+    /// [`Store::creation_index`] gives it), ordered by namespace and name. Cheaper than
+    /// looking each object's position up: no key is built, no map searched.
+    pub fn of_kind_with_creation(&self, kind: Kind) -> impl Iterator<Item = (&Resource, u64)> {
+        let start = ObjectKey {
+            kind,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, e)| (&*e.resource, e.created))
     }
 
     /// Every object.
     pub fn all(&self) -> impl Iterator<Item = &Resource> {
-        self.objects.values()
+        self.objects.values().map(|e| &*e.resource)
     }
 
     /// Number of objects.

@@ -18,8 +18,8 @@ use meshbox_config::{Kind, MeshOptions, ObjectKey, OutboundPolicy, Resource, Spe
 use crate::cluster_policy::ClusterPolicy;
 use crate::policy::{Cors, Fault, HeaderOps, Mirror, Redirect, RegexRewrite, RetryPolicy};
 use crate::registry::{
-    resolve_short_name, selects, ExportTo, Protocol, Registry, Resolution, ServiceInfo,
-    ServiceSource, TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
+    resolve_short_name, resolve_short_name_cow, selects, ExportTo, Protocol, Registry, Resolution,
+    ServiceInfo, ServiceSource, TargetPort, WorkloadInstance, DOMAIN_SUFFIX,
 };
 use crate::tables::{
     outbound_cluster_name, CatchAll, Cluster, ClusterEndpoints, DelegateSource, ForwardAction,
@@ -27,6 +27,9 @@ use crate::tables::{
     RouteTable, StrMatcher, UriRewrite, VirtualHost, WeightedCluster, ALLOW_ANY_ROUTE,
     BLOCK_ALL_ROUTE,
 };
+
+/// From this many objects on, [`MeshState::new`] prepares on two threads.
+const PARALLEL_OBJECTS: usize = 2048;
 
 /// The name of the implicit gateway that means "every sidecar".
 pub const MESH_GATEWAY: &str = "mesh";
@@ -46,32 +49,150 @@ pub struct MeshState<'a> {
     pub registry: Registry,
     /// Every running replica, gateways included.
     pub workloads: &'a [WorkloadInstance],
-    /// VirtualServices, oldest first (Istio orders by creation time).
-    virtual_services: Vec<&'a Resource>,
-    /// Each VirtualService's HTTP rules with delegates merged in.
-    rules: HashMap<ObjectKey, Vec<EffectiveRule<'a>>>,
+    /// VirtualServices, oldest first (Istio orders by creation time), with what every
+    /// proxy's build reads of them worked out once.
+    virtual_services: Vec<VsInfo<'a>>,
+    /// Position of each VirtualService in `virtual_services`, by namespace and name.
+    vs_index: HashMap<(&'a str, &'a str), usize>,
+    /// DestinationRules, oldest first, each with its host resolved in its namespace.
+    destination_rules: Vec<(&'a Resource, &'a DestinationRuleSpec, String)>,
+    /// Sidecar resources, oldest first.
+    sidecars: Vec<(&'a Resource, &'a SidecarSpec)>,
+}
+
+/// The VirtualServices of the store, oldest first (Istio orders by creation time),
+/// prepared for the table builds.
+fn prepare_virtual_services(store: &Store) -> Vec<VsInfo<'_>> {
+    let mut by_age: Vec<(&Resource, u64)> =
+        store.of_kind_with_creation(Kind::VirtualService).collect();
+    by_age.sort_by_key(|(_, created)| *created);
+    by_age
+        .into_iter()
+        .filter_map(|(r, _)| match &r.spec {
+            Spec::VirtualService(vs) => {
+                let ns = r.namespace();
+                Some(VsInfo {
+                    res: r,
+                    spec: vs,
+                    id: format!("{ns}/{}", r.metadata.name),
+                    gateways: if vs.gateways.is_empty() {
+                        Vec::new()
+                    } else {
+                        effective_gateways(&vs.gateways, ns)
+                    },
+                    export_to: ExportTo::parse(&vs.export_to, ns),
+                    hosts: vs
+                        .hosts
+                        .iter()
+                        .map(|h| resolve_short_name_cow(h, ns))
+                        .collect(),
+                    rules: effective_rules(store, r, vs),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl VsInfo<'_> {
+    /// Whether the VirtualService applies at `gateway` (see [`binds_to`]).
+    fn binds_to(&self, gateway: &str) -> bool {
+        if self.gateways.is_empty() {
+            gateway == MESH_GATEWAY
+        } else {
+            self.gateways.iter().any(|g| g == gateway)
+        }
+    }
+}
+
+/// A VirtualService as the table builds read it, prepared once per [`MeshState`].
+struct VsInfo<'a> {
+    /// The object.
+    res: &'a Resource,
+    /// Its spec.
+    spec: &'a VirtualServiceSpec,
+    /// `namespace/name`, as routes name their VirtualService.
+    id: String,
+    /// Its top-level `gateways`, resolved to `namespace/name`; empty when it names
+    /// none (then it is bound to `mesh`).
+    gateways: Vec<String>,
+    /// Its `exportTo`.
+    export_to: ExportTo,
+    /// Its `hosts`, resolved to FQDNs in its namespace.
+    hosts: Vec<Cow<'a, str>>,
+    /// Its HTTP rules with delegates merged in.
+    rules: Vec<EffectiveRule<'a>>,
 }
 
 impl<'a> MeshState<'a> {
     /// Prepares the registry and ordering shared by every proxy's build.
     pub fn new(store: &'a Store, mesh: &'a MeshOptions, workloads: &'a [WorkloadInstance]) -> Self {
-        let mut virtual_services: Vec<&Resource> = store.of_kind(Kind::VirtualService).collect();
-        virtual_services.sort_by_key(|r| store.creation_index(&r.key()));
-        let rules = virtual_services
+        // The registry and the VirtualServices are prepared independently: side by
+        // side on two threads when the store is large.
+        let (registry, virtual_services) = if store.len() >= PARALLEL_OBJECTS {
+            std::thread::scope(|scope| {
+                let registry = scope.spawn(|| Registry::build(store, mesh));
+                let virtual_services = prepare_virtual_services(store);
+                match registry.join() {
+                    Ok(registry) => (registry, virtual_services),
+                    // A panic while building is a bug: let it surface as it would
+                    // have without the thread.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            })
+        } else {
+            (
+                Registry::build(store, mesh),
+                prepare_virtual_services(store),
+            )
+        };
+        let vs_index = virtual_services
             .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::VirtualService(vs) => Some((r.key(), effective_rules(store, r, vs))),
+            .enumerate()
+            .map(|(i, v)| ((v.res.namespace(), v.res.metadata.name.as_str()), i))
+            .collect();
+        let mut destination_rules: Vec<(&Resource, &DestinationRuleSpec, u64)> = store
+            .of_kind_with_creation(Kind::DestinationRule)
+            .filter_map(|(r, created)| match &r.spec {
+                Spec::DestinationRule(dr) => Some((r, &**dr, created)),
                 _ => None,
             })
             .collect();
+        destination_rules.sort_by_key(|(_, _, created)| *created);
+        let destination_rules = destination_rules
+            .into_iter()
+            .map(|(r, dr, _)| (r, dr, resolve_short_name(&dr.host, r.namespace())))
+            .collect();
+        let mut sidecars: Vec<(&Resource, &SidecarSpec, u64)> = store
+            .of_kind_with_creation(Kind::Sidecar)
+            .filter_map(|(r, created)| match &r.spec {
+                Spec::Sidecar(s) => Some((r, s, created)),
+                _ => None,
+            })
+            .collect();
+        sidecars.sort_by_key(|(_, _, created)| *created);
         MeshState {
             store,
             mesh,
-            registry: Registry::build(store, mesh),
+            registry,
             workloads,
             virtual_services,
-            rules,
+            vs_index,
+            destination_rules,
+            sidecars: sidecars.into_iter().map(|(r, s, _)| (r, s)).collect(),
         }
+    }
+
+    /// Every VirtualService, oldest first.
+    pub(crate) fn virtual_services_by_age(&self) -> impl Iterator<Item = &'a Resource> + '_ {
+        self.virtual_services.iter().map(|v| v.res)
+    }
+
+    /// The prepared form of a VirtualService of the store.
+    fn vs_info(&self, vs_res: &Resource) -> Option<&VsInfo<'a>> {
+        self.vs_index
+            .get(&(vs_res.namespace(), vs_res.metadata.name.as_str()))
+            .map(|&i| &self.virtual_services[i])
     }
 
     /// The Sidecar resource that configures `workload`'s sidecar, as Istio picks it
@@ -80,15 +201,7 @@ impl<'a> MeshState<'a> {
     /// namespace's selector-less Sidecar, else the selector-less Sidecar of the root
     /// namespace (`istio-system`). Gateways never use one.
     pub fn sidecar_for(&self, workload: &WorkloadInstance) -> Option<&'a Resource> {
-        let mut sidecars: Vec<(&'a Resource, &'a SidecarSpec)> = self
-            .store
-            .of_kind(Kind::Sidecar)
-            .filter_map(|r| match &r.spec {
-                Spec::Sidecar(s) => Some((r, s)),
-                _ => None,
-            })
-            .collect();
-        sidecars.sort_by_key(|(r, _)| self.store.creation_index(&r.key()));
+        let sidecars = &self.sidecars;
         let ns = workload.namespace.as_str();
         let in_ns = || sidecars.iter().filter(|(r, _)| r.namespace() == ns);
         in_ns()
@@ -203,22 +316,27 @@ impl<'a> MeshState<'a> {
     /// (`.`), then those exported to it by name, then the public ones, each group
     /// oldest first. Delegates (no hosts) are never used on their own.
     fn virtual_services_for(&self, proxy_ns: &str, gateway: &str) -> Vec<&'a Resource> {
+        self.vs_infos_for(proxy_ns, gateway)
+            .into_iter()
+            .map(|v| v.res)
+            .collect()
+    }
+
+    /// [`MeshState::virtual_services_for`], in their prepared form.
+    fn vs_infos_for(&self, proxy_ns: &str, gateway: &str) -> Vec<&VsInfo<'a>> {
         let (mut private, mut exported, mut public) = (Vec::new(), Vec::new(), Vec::new());
-        for r in &self.virtual_services {
-            let Spec::VirtualService(vs) = &r.spec else {
-                continue;
-            };
-            if vs.hosts.is_empty() || !binds_to(vs, r.namespace(), gateway) {
+        for v in &self.virtual_services {
+            if v.spec.hosts.is_empty() || !v.binds_to(gateway) {
                 continue;
             }
-            match ExportTo::parse(&vs.export_to, r.namespace()) {
-                ExportTo::Public => public.push(*r),
+            match &v.export_to {
+                ExportTo::Public => public.push(v),
                 ExportTo::Nobody => {}
                 ExportTo::Namespaces(set) if set.contains(proxy_ns) => {
-                    if r.namespace() == proxy_ns {
-                        private.push(*r);
+                    if v.res.namespace() == proxy_ns {
+                        private.push(v);
                     } else {
-                        exported.push(*r);
+                        exported.push(v);
                     }
                 }
                 ExportTo::Namespaces(_) => {}
@@ -277,11 +395,6 @@ impl<'a> MeshState<'a> {
         out
     }
 
-    /// A VirtualService's HTTP rules, delegates merged in.
-    fn rules_of(&self, vs_res: &Resource) -> &[EffectiveRule<'a>] {
-        self.rules.get(&vs_res.key()).map_or(&[], Vec::as_slice)
-    }
-
     /// The tables of the sidecar beside `workload`: per port, a virtual host for each
     /// service the workload's Sidecar scope imports (all services exported to its
     /// namespace when no Sidecar applies), VirtualServices bound to the mesh replacing
@@ -292,13 +405,15 @@ impl<'a> MeshState<'a> {
         builder.sidecar_resource = scope.sidecar.is_some();
         let ns = workload.namespace.as_str();
         // Services exported to the proxy's namespace (push_context.go
-        // servicesExportedToNamespace), and VirtualServices bound to the mesh that it sees.
+        // servicesExportedToNamespace), one per host name, and VirtualServices bound to
+        // the mesh that it sees.
         let visible: Vec<&ServiceInfo> = self.registry.visible_services(ns).collect();
-        let virtual_services = self.virtual_services_for(ns, MESH_GATEWAY);
-        // Per port: virtual hosts keyed by service host name.
-        let mut per_port: BTreeMap<u32, BTreeMap<String, VirtualHost>> = BTreeMap::new();
-        // VirtualServices bound to the mesh replace the default route of their hosts.
-        let mut claimed: BTreeSet<(u32, String)> = BTreeSet::new();
+        let virtual_services = self.vs_infos_for(ns, MESH_GATEWAY);
+        // About one cluster per service.
+        builder.clusters.reserve(visible.len());
+        // Per port: virtual hosts keyed by host name. VirtualServices bound to the mesh
+        // replace the default route of their hosts (the first to do so claims the host).
+        let mut per_port: BTreeMap<u32, BTreeMap<Cow<'_, str>, SidecarHost<'_>>> = BTreeMap::new();
         for (index, listener) in scope.listeners.iter().enumerate() {
             // The route table of a port is built from the egress listener that port
             // selects (sidecar.go GetEgressListenerForRDS), with only what it imports.
@@ -310,13 +425,11 @@ impl<'a> MeshState<'a> {
                 .copied()
                 .filter(|s| listener.imports_service(s))
                 .collect();
-            // Exact VirtualService hosts find their services by name, not by a scan of
+            // Exact VirtualService hosts find their service by name, not by a scan of
             // every service (which made compiling N VirtualServices over N services
             // quadratic); only wildcard hosts scan.
-            let mut by_name: HashMap<&str, Vec<&ServiceInfo>> = HashMap::new();
-            for svc in &services {
-                by_name.entry(svc.hostname.as_str()).or_default().push(svc);
-            }
+            let by_name: HashMap<&str, &ServiceInfo> =
+                services.iter().map(|s| (s.hostname.as_str(), *s)).collect();
             for svc in &services {
                 for port in svc
                     .ports
@@ -325,71 +438,66 @@ impl<'a> MeshState<'a> {
                 {
                     let cluster = builder.cluster_for(svc, port.port, "");
                     per_port.entry(port.port).or_default().insert(
-                        svc.hostname.clone(),
-                        VirtualHost {
-                            name: format!("{}:{}", svc.hostname, port.port),
-                            domains: service_domains(svc, port.port, ns),
-                            routes: vec![Route {
-                                name: "default".into(),
-                                matcher: RouteMatch::default(),
-                                action: RouteAction::Forward(Box::new(ForwardAction {
-                                    clusters: vec![WeightedCluster {
-                                        cluster,
-                                        weight: 100,
-                                        ..Default::default()
-                                    }],
-                                    total_weight: 100,
-                                    // The default route carries Istio's default retry policy.
-                                    ..Default::default()
-                                })),
-                                source: None,
-                            }],
-                            catch_all: None,
+                        Cow::Borrowed(svc.hostname.as_str()),
+                        SidecarHost::Service {
+                            svc,
+                            port: port.port,
+                            cluster,
+                            routes: None,
                         },
                     );
                 }
             }
-            for vs_res in &virtual_services {
-                let Spec::VirtualService(vs) = &vs_res.spec else {
-                    continue;
-                };
-                let vs_ns = vs_res.namespace();
-                if !listener.imports_virtual_service(vs, vs_ns) {
+            for info in &virtual_services {
+                let (vs_res, vs) = (info.res, info.spec);
+                if !listener.imports_hosts(&info.hosts, vs_res.namespace()) {
                     continue;
                 }
-                for host in &vs.hosts {
-                    let fqdn = resolve_short_name(host, vs_ns);
-                    let matching: Vec<&ServiceInfo> = if fqdn.starts_with('*') {
-                        services
+                for fqdn in &info.hosts {
+                    let fqdn: &str = fqdn;
+                    let single: [&ServiceInfo; 1];
+                    let wildcard: Vec<&ServiceInfo>;
+                    let matching: &[&ServiceInfo] = if fqdn.starts_with('*') {
+                        wildcard = services
                             .iter()
                             .copied()
-                            .filter(|s| host_matches(&fqdn, &s.hostname))
-                            .collect()
+                            .filter(|s| host_matches(fqdn, &s.hostname))
+                            .collect();
+                        &wildcard
                     } else {
-                        by_name.get(fqdn.as_str()).cloned().unwrap_or_default()
+                        match by_name.get(fqdn) {
+                            Some(svc) => {
+                                single = [*svc];
+                                &single
+                            }
+                            None => &[],
+                        }
                     };
                     if matching.is_empty() {
                         // A host that is no service: Istio gives it a virtual host on port 80
                         // only ("to affect traffic to hosts outside of the service registry
                         // on port 80", pilot/pkg/networking/core/route).
                         let port = 80;
-                        if !serves(port) || claimed.contains(&(port, fqdn.clone())) {
+                        let claimed = per_port
+                            .get(&port)
+                            .and_then(|m| m.get(fqdn))
+                            .is_some_and(SidecarHost::claimed);
+                        if !serves(port) || claimed {
                             continue;
                         }
                         let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port);
                         if routes.is_empty() {
                             continue; // no rule applies on this port: no virtual host
                         }
-                        claimed.insert((port, fqdn.clone()));
-                        let domains = vec![fqdn.clone(), format!("{fqdn}:{port}")];
+                        let domains = vec![fqdn.to_string(), format!("{fqdn}:{port}")];
                         per_port.entry(port).or_default().insert(
-                            fqdn.clone(),
-                            VirtualHost {
+                            Cow::Owned(fqdn.to_string()),
+                            SidecarHost::Other(VirtualHost {
                                 name: format!("{fqdn}:{port}"),
                                 domains,
                                 routes,
                                 catch_all: None,
-                            },
+                            }),
                         );
                         continue;
                     }
@@ -399,7 +507,10 @@ impl<'a> MeshState<'a> {
                             .iter()
                             .filter(|p| p.protocol == Protocol::Http && serves(p.port))
                         {
-                            if claimed.contains(&(port.port, svc.hostname.clone())) {
+                            let entry = per_port
+                                .get_mut(&port.port)
+                                .and_then(|m| m.get_mut(svc.hostname.as_str()));
+                            if entry.as_deref().is_some_and(SidecarHost::claimed) {
                                 continue; // an older VirtualService already owns this host
                             }
                             let routes = builder.http_routes(vs_res, vs, MESH_GATEWAY, port.port);
@@ -409,12 +520,8 @@ impl<'a> MeshState<'a> {
                                 // VirtualService may still claim the host.
                                 continue;
                             }
-                            claimed.insert((port.port, svc.hostname.clone()));
-                            if let Some(vh) = per_port
-                                .get_mut(&port.port)
-                                .and_then(|m| m.get_mut(&svc.hostname))
-                            {
-                                vh.routes = routes;
+                            if let Some(SidecarHost::Service { routes: slot, .. }) = entry {
+                                *slot = Some(routes);
                             }
                         }
                     }
@@ -427,7 +534,8 @@ impl<'a> MeshState<'a> {
         };
         let mut route_tables = BTreeMap::new();
         for (port, hosts) in per_port {
-            let mut vhosts: Vec<VirtualHost> = hosts.into_values().collect();
+            let mut vhosts: Vec<VirtualHost> = Vec::with_capacity(hosts.len() + 1);
+            vhosts.extend(hosts.into_values().map(|h| h.into_virtual_host(ns)));
             vhosts.push(catch_all_vhost(catch_all));
             route_tables.insert(port, RouteTable::new(port.to_string(), vhosts));
         }
@@ -438,17 +546,24 @@ impl<'a> MeshState<'a> {
             .copied()
             .filter(|s| scope.listeners.iter().any(|l| l.imports_service(s)))
             .collect();
-        let l4_virtual_services: Vec<&Resource> = virtual_services
+        // The VirtualServices matter only to services with a port that is not HTTP.
+        let any_l4_port = l4_services
             .iter()
-            .copied()
-            .filter(|r| match &r.spec {
-                Spec::VirtualService(vs) => scope
-                    .listeners
-                    .iter()
-                    .any(|l| l.imports_virtual_service(vs, r.namespace())),
-                _ => false,
-            })
-            .collect();
+            .any(|s| s.ports.iter().any(|p| p.protocol != Protocol::Http));
+        let l4_virtual_services: Vec<&Resource> = if any_l4_port {
+            virtual_services
+                .iter()
+                .filter(|v| {
+                    scope
+                        .listeners
+                        .iter()
+                        .any(|l| l.imports_hosts(&v.hosts, v.res.namespace()))
+                })
+                .map(|v| v.res)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let l4 = crate::l4::sidecar_l4(&mut builder, &l4_services, &l4_virtual_services);
         ProxyTables {
             proxy: workload.name.clone(),
@@ -652,22 +767,18 @@ impl<'a> MeshState<'a> {
             selected: bool,
             spec: &'r DestinationRuleSpec,
         }
-        let mut rules: Vec<(&'a Resource, &'a DestinationRuleSpec)> = self
-            .store
-            .of_kind(Kind::DestinationRule)
-            .filter_map(|r| match &r.spec {
-                Spec::DestinationRule(dr) => Some((r, dr)),
-                _ => None,
-            })
-            .collect();
-        rules.sort_by_key(|(r, _)| self.store.creation_index(&r.key()));
-        let candidates: Vec<Candidate<'a>> = rules
-            .into_iter()
-            .filter_map(|(r, dr)| {
-                let host = resolve_short_name(&dr.host, r.namespace());
-                if !host_matches(&host, fqdn) {
+        if self.destination_rules.is_empty() {
+            return None;
+        }
+        let candidates: Vec<Candidate<'a>> = self
+            .destination_rules
+            .iter()
+            .filter_map(|(r, dr, host)| {
+                let (r, dr): (&'a Resource, &'a DestinationRuleSpec) = (r, dr);
+                if !host_matches(host, fqdn) {
                     return None;
                 }
+                let host = host.clone();
                 let (export, selected) = match &dr.workload_selector {
                     None => (ExportTo::parse(&dr.export_to, r.namespace()), true),
                     Some(ws) => (
@@ -733,6 +844,67 @@ impl<'a> MeshState<'a> {
     }
 }
 
+/// A virtual host of a sidecar's route table while it is built.
+enum SidecarHost<'r> {
+    /// A service's virtual host on one of its ports: the default route to `cluster`
+    /// until a VirtualService claims the host with its `routes`.
+    Service {
+        svc: &'r ServiceInfo,
+        port: u32,
+        cluster: String,
+        routes: Option<Vec<Route>>,
+    },
+    /// The virtual host a VirtualService made for a host that is no service.
+    Other(VirtualHost),
+}
+
+impl SidecarHost<'_> {
+    /// Whether a VirtualService owns the host.
+    fn claimed(&self) -> bool {
+        match self {
+            SidecarHost::Service { routes, .. } => routes.is_some(),
+            SidecarHost::Other(_) => true,
+        }
+    }
+
+    /// The finished virtual host, for a sidecar in `client_ns`.
+    fn into_virtual_host(self, client_ns: &str) -> VirtualHost {
+        match self {
+            SidecarHost::Service {
+                svc,
+                port,
+                cluster,
+                routes,
+            } => VirtualHost {
+                name: format!("{}:{port}", svc.hostname),
+                domains: service_domains(svc, port, client_ns),
+                routes: routes.unwrap_or_else(|| vec![default_route(cluster)]),
+                catch_all: None,
+            },
+            SidecarHost::Other(vh) => vh,
+        }
+    }
+}
+
+/// The route of a service's virtual host that no VirtualService claims.
+fn default_route(cluster: String) -> Route {
+    Route {
+        name: "default".into(),
+        matcher: RouteMatch::default(),
+        action: RouteAction::Forward(Box::new(ForwardAction {
+            clusters: vec![WeightedCluster {
+                cluster,
+                weight: 100,
+                ..Default::default()
+            }],
+            total_weight: 100,
+            // The default route carries Istio's default retry policy.
+            ..Default::default()
+        })),
+        source: None,
+    }
+}
+
 fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
     let (name, action) = match catch_all {
         CatchAll::AllowAny => (ALLOW_ANY_ROUTE, RouteAction::Passthrough),
@@ -763,21 +935,26 @@ fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
 /// them (generateAltVirtualHostsForKubernetesService): `name` only from the same
 /// namespace, `name.ns`, `name.ns.svc` and the FQDN, each also with `:port`.
 fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let suffix = format!(".{}.{DOMAIN_SUFFIX}", svc.namespace);
-    if let Some(short) = svc.hostname.strip_suffix(&suffix) {
+    // `short` when the host name is `short.NAMESPACE.svc.cluster.local`.
+    let short = svc
+        .hostname
+        .strip_suffix(DOMAIN_SUFFIX)
+        .and_then(|h| h.strip_suffix('.'))
+        .and_then(|h| h.strip_suffix(svc.namespace.as_str()))
+        .and_then(|h| h.strip_suffix('.'));
+    let mut domains = Vec::with_capacity(if short.is_some() { 8 } else { 2 });
+    let mut push = |name: String| {
+        domains.push(format!("{name}:{port}"));
+        domains.push(name);
+    };
+    if let Some(short) = short {
         if svc.namespace == client_ns {
-            names.push(short.to_string());
+            push(short.to_string());
         }
-        names.push(format!("{short}.{}", svc.namespace));
-        names.push(format!("{short}.{}.svc", svc.namespace));
+        push(format!("{short}.{}", svc.namespace));
+        push(format!("{short}.{}.svc", svc.namespace));
     }
-    names.push(svc.hostname.clone());
-    let mut domains = Vec::with_capacity(names.len() * 2);
-    for n in names {
-        domains.push(format!("{n}:{port}"));
-        domains.push(n);
-    }
+    push(svc.hostname.clone());
     domains
 }
 
@@ -785,6 +962,9 @@ fn service_domains(svc: &ServiceInfo, port: u32, client_ns: &str) -> Vec<String>
 /// indexes VirtualServices by their top-level `gateways` only; a rule's
 /// `match.gateways` then narrows, never widens, where the VirtualService applies.
 pub(crate) fn binds_to(vs: &VirtualServiceSpec, vs_ns: &str, gateway: &str) -> bool {
+    if vs.gateways.is_empty() {
+        return gateway == MESH_GATEWAY; // without building the list `[mesh]`
+    }
     effective_gateways(&vs.gateways, vs_ns)
         .iter()
         .any(|g| g == gateway)
@@ -983,13 +1163,29 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         port: u32,
     ) -> Vec<Route> {
         let vs_ns = vs_res.namespace();
-        let vs_id = format!("{vs_ns}/{}", vs_res.metadata.name);
-        let top_gateways = effective_gateways(&vs.gateways, vs_ns);
         let proxy = self.proxy;
         let state = self.state;
-        let mut routes = Vec::new();
+        let info = state.vs_info(vs_res);
+        let vs_id = match info {
+            Some(info) => info.id.clone(),
+            None => format!("{vs_ns}/{}", vs_res.metadata.name),
+        };
+        // Whether the VirtualService's own `gateways` include `gateway`.
+        let top_binds = match info {
+            Some(info) => info.binds_to(gateway),
+            None => binds_to(vs, vs_ns, gateway),
+        };
+        let rules = info.map_or(&[][..], |v| v.rules.as_slice());
+        // At most one route per match (one for a rule without), allocated once: most
+        // VirtualServices give one or two routes, and an empty Vec would grow to four.
+        let mut routes = Vec::with_capacity(
+            rules
+                .iter()
+                .map(|e| e.rule.matches.len().max(1))
+                .sum::<usize>(),
+        );
         // Rules with `delegate` are replaced by the delegate's rules, merged with them.
-        for effective in state.rules_of(vs_res) {
+        for effective in rules {
             let rule: &HttpRoute = &effective.rule;
             let rule_index = effective.index;
             // Istio's TranslateRoute/sourceMatchHTTP: the port must be the listener's;
@@ -1004,7 +1200,7 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                         .iter()
                         .any(|g| g == gateway);
                 }
-                top_gateways.iter().any(|g| g == gateway)
+                top_binds
                     && m.source_labels
                         .iter()
                         .all(|(k, v)| proxy.labels.get(k) == Some(v))
@@ -1014,7 +1210,7 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             };
             let conditions: Vec<(Option<usize>, Option<&HttpMatchRequest>)> =
                 if rule.matches.is_empty() {
-                    if top_gateways.iter().any(|g| g == gateway) {
+                    if top_binds {
                         vec![(None, None)]
                     } else {
                         vec![]
@@ -1073,11 +1269,11 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         vs_ns: &str,
         listener_port: u32,
     ) -> RouteAction {
-        let matched_prefix = match m.and_then(|m| m.uri.as_ref()) {
-            None => Some("/".to_string()),
+        let matched_prefix: Option<&str> = match m.and_then(|m| m.uri.as_ref()) {
+            None => Some("/"),
             Some(StringMatch {
                 prefix: Some(p), ..
-            }) => Some(p.clone()),
+            }) => Some(p.as_str()),
             Some(_) => None,
         };
         if let Some(dr) = &rule.direct_response {
@@ -1092,13 +1288,9 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             };
         }
         if let Some(r) = &rule.redirect {
-            return RouteAction::Redirect(Redirect::compile(
-                r,
-                matched_prefix.as_deref(),
-                listener_port,
-            ));
+            return RouteAction::Redirect(Redirect::compile(r, matched_prefix, listener_port));
         }
-        let mut clusters = Vec::new();
+        let mut clusters = Vec::with_capacity(rule.route.len());
         for d in &rule.route {
             let cluster = self.destination_cluster(&d.destination, vs_ns, listener_port);
             let weight = match (rule.route.len(), d.weight) {
@@ -1123,7 +1315,7 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             .as_ref()
             .and_then(|r| r.uri.clone())
             .map(|replacement| UriRewrite {
-                matched_prefix: matched_prefix.clone(),
+                matched_prefix: matched_prefix.map(str::to_string),
                 replacement,
             });
         let mut mirrors: Vec<Mirror> = Vec::new();
@@ -1207,17 +1399,17 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
         vs_ns: &str,
         listener_port: u32,
     ) -> String {
-        let fqdn = resolve_short_name(&d.host, vs_ns);
-        let subset = d.subset.clone().unwrap_or_default();
+        let fqdn = resolve_short_name_cow(&d.host, vs_ns);
+        let subset = d.subset.as_deref().unwrap_or_default();
         let port = d.port.as_ref().and_then(|p| p.number);
         match self.destination_service(&fqdn) {
             Some(svc) => {
                 let port = port
                     .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].port))
                     .unwrap_or(listener_port);
-                self.cluster_for(svc, port, &subset)
+                self.cluster_for(svc, port, subset)
             }
-            None => outbound_cluster_name(port.unwrap_or(listener_port), &subset, &fqdn),
+            None => outbound_cluster_name(port.unwrap_or(listener_port), subset, &fqdn),
         }
     }
 
@@ -1432,11 +1624,11 @@ impl EgressScope {
     /// Whether the listener imports a VirtualService (virtualservice.go
     /// SelectVirtualServices: one of its hosts overlaps an imported host of its
     /// namespace or of `*`).
-    fn imports_virtual_service(&self, vs: &VirtualServiceSpec, vs_ns: &str) -> bool {
-        vs.hosts.iter().any(|vh| {
-            let vh = resolve_short_name(vh, vs_ns);
-            self.hosts_for(vs_ns).any(|h| hosts_overlap(&vh, h))
-        })
+    /// `resolved_hosts` are the VirtualService's hosts, resolved in its namespace.
+    fn imports_hosts(&self, resolved_hosts: &[Cow<'_, str>], vs_ns: &str) -> bool {
+        resolved_hosts
+            .iter()
+            .any(|vh| self.hosts_for(vs_ns).any(|h| hosts_overlap(vh, h)))
     }
 
     /// The imported hosts as the Sidecar spells them, for messages.

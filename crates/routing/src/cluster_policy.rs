@@ -317,7 +317,7 @@ mod tests {
             .remove(0)
             .spec
         {
-            Spec::DestinationRule(d) => d,
+            Spec::DestinationRule(d) => *d,
             _ => unreachable!(),
         }
     }

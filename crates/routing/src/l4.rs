@@ -13,7 +13,7 @@
 //!   chosen by the SNI of the ClientHello, without terminating TLS; a `protocol: TCP`
 //!   server without `tls` gets the first `tcp` rule whose match holds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use meshbox_config::istio::{RouteDestination, VirtualServiceSpec};
@@ -23,7 +23,7 @@ use crate::build::{
     binds_to, effective_gateways, gateway_host_intersection, host_matches, TableBuilder,
     MESH_GATEWAY,
 };
-use crate::registry::{resolve_short_name, selects, Protocol, ServiceInfo};
+use crate::registry::{resolve_short_name, resolve_short_name_cow, selects, Protocol, ServiceInfo};
 use crate::tables::{RouteSource, WeightedCluster};
 
 /// How an L4 port's connections are told apart.
@@ -235,10 +235,7 @@ impl L4Tables {
 
 /// VirtualServices, oldest first (Istio orders by creation time).
 fn virtual_services<'a>(builder: &TableBuilder<'_, 'a>) -> Vec<&'a Resource> {
-    let store = builder.state.store;
-    let mut out: Vec<&Resource> = store.of_kind(Kind::VirtualService).collect();
-    out.sort_by_key(|r| store.creation_index(&r.key()));
-    out
+    builder.state.virtual_services_by_age().collect()
 }
 
 fn weighted(
@@ -413,6 +410,35 @@ pub(crate) fn sidecar_l4(
     vss: &[&Resource],
 ) -> L4Tables {
     let mut tables = L4Tables::default();
+    // The VirtualServices bound to `mesh`, by position in `vss`: exact hosts (resolved
+    // in the VirtualService's namespace) indexed, wildcard hosts kept to scan. Built
+    // once, not per service port (which made N VirtualServices over N ports quadratic).
+    // Only the exact hosts of services with a TLS or TCP port are kept.
+    let l4_hosts: HashSet<&str> = services
+        .iter()
+        .filter(|s| s.ports.iter().any(|p| p.protocol != Protocol::Http))
+        .map(|s| s.hostname.as_str())
+        .collect();
+    let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut wildcards: Vec<(usize, String)> = Vec::new();
+    if !l4_hosts.is_empty() {
+        for (i, r) in vss.iter().enumerate() {
+            let Spec::VirtualService(vs) = &r.spec else {
+                continue;
+            };
+            if !binds_to(vs, r.namespace(), MESH_GATEWAY) {
+                continue;
+            }
+            for h in &vs.hosts {
+                let host = resolve_short_name_cow(h, r.namespace());
+                if host.starts_with('*') {
+                    wildcards.push((i, host.into_owned()));
+                } else if l4_hosts.contains(host.as_ref()) {
+                    exact.entry(host.into_owned()).or_default().push(i);
+                }
+            }
+        }
+    }
     for svc in services {
         for p in &svc.ports {
             let protocol = match p.protocol {
@@ -421,20 +447,20 @@ pub(crate) fn sidecar_l4(
                 Protocol::Http => continue,
             };
             // Istio's getConfigsForHost: the VirtualServices bound to `mesh` with a host
-            // that covers the service.
-            let configs: Vec<&Resource> = vss
-                .iter()
-                .copied()
-                .filter(|r| match &r.spec {
-                    Spec::VirtualService(vs) => {
-                        binds_to(vs, r.namespace(), MESH_GATEWAY)
-                            && vs.hosts.iter().any(|h| {
-                                host_matches(&resolve_short_name(h, r.namespace()), &svc.hostname)
-                            })
-                    }
-                    _ => false,
-                })
-                .collect();
+            // that covers the service, in the order of `vss`.
+            let mut positions: Vec<usize> = exact
+                .get(svc.hostname.as_str())
+                .cloned()
+                .unwrap_or_default();
+            positions.extend(
+                wildcards
+                    .iter()
+                    .filter(|(_, host)| host_matches(host, &svc.hostname))
+                    .map(|(i, _)| *i),
+            );
+            positions.sort_unstable();
+            positions.dedup();
+            let configs: Vec<&Resource> = positions.into_iter().map(|i| vss[i]).collect();
             let mut routes = Vec::new();
             let mut terminal = false;
             let mut handled = HashSet::new();

@@ -1,7 +1,8 @@
 //! The service registry as istiod sees it: Kubernetes Services with their endpoints
 //! (the running replicas), ServiceEntries, and the Services of the installed gateways.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use meshbox_config::istio::Labels;
@@ -402,11 +403,14 @@ impl Registry {
 
     /// Every definition of a host: the first, then those of other namespaces.
     pub fn definitions<'r>(&'r self, host: &str) -> impl Iterator<Item = &'r ServiceInfo> + 'r {
-        let host = host.to_string();
-        self.services
-            .get(&host)
-            .into_iter()
-            .chain(self.others.iter().filter(move |o| o.hostname == host))
+        // Further definitions are rare: copy the host name only when there are some.
+        let others: &'r [ServiceInfo] = &self.others;
+        let host_copy = (!others.is_empty()).then(|| host.to_string());
+        self.services.get(host).into_iter().chain(
+            others
+                .iter()
+                .filter(move |o| host_copy.as_deref() == Some(o.hostname.as_str())),
+        )
     }
 
     /// The definition of `host` a proxy in namespace `ns` sees, if any: only those
@@ -414,14 +418,7 @@ impl Registry {
     /// servicesExportedToNamespace lists private services first; sidecar.go's
     /// selectServices prefers the config namespace's), then the first definition.
     pub fn visible(&self, host: &str, ns: &str) -> Option<&ServiceInfo> {
-        let mut visible = self
-            .definitions(host)
-            .filter(|s| s.export_to.visible_to(ns));
-        let first = visible.next()?;
-        if first.namespace == ns {
-            return Some(first);
-        }
-        Some(visible.find(|s| s.namespace == ns).unwrap_or(first))
+        pick_visible(self.definitions(host), ns)
     }
 
     /// The services a proxy in namespace `ns` sees, one per host name, by host name.
@@ -429,10 +426,16 @@ impl Registry {
         &'r self,
         ns: &'r str,
     ) -> impl Iterator<Item = &'r ServiceInfo> + 'r {
-        // Every host of `others` also has a first definition in `services`.
-        self.services
-            .keys()
-            .filter_map(move |h| self.visible(h, ns))
+        // Every host of `others` also has a first definition in `services`. The
+        // further definitions are indexed by host once, not scanned per host.
+        let mut others: HashMap<&'r str, Vec<&'r ServiceInfo>> = HashMap::new();
+        for o in &self.others {
+            others.entry(o.hostname.as_str()).or_default().push(o);
+        }
+        self.services.iter().filter_map(move |(h, first)| {
+            let further = others.get(h.as_str()).map_or(&[][..], Vec::as_slice);
+            pick_visible(std::iter::once(first).chain(further.iter().copied()), ns)
+        })
     }
 
     /// The service a destination host names, after Istio's short-name expansion
@@ -440,6 +443,20 @@ impl Registry {
     pub fn lookup(&self, host: &str, namespace: &str) -> Option<&ServiceInfo> {
         self.services.get(&resolve_short_name(host, namespace))
     }
+}
+
+/// Among the definitions of one host (the first definition first), the one a proxy
+/// in namespace `ns` sees: see [`Registry::visible`].
+fn pick_visible<'r>(
+    definitions: impl Iterator<Item = &'r ServiceInfo>,
+    ns: &str,
+) -> Option<&'r ServiceInfo> {
+    let mut visible = definitions.filter(|s| s.export_to.visible_to(ns));
+    let first = visible.next()?;
+    if first.namespace == ns {
+        return Some(first);
+    }
+    Some(visible.find(|s| s.namespace == ns).unwrap_or(first))
 }
 
 /// Istio's `ResolveShortnameToFQDN`: `reviews` in namespace `ns` is
@@ -450,6 +467,19 @@ pub fn resolve_short_name(host: &str, namespace: &str) -> String {
         host
     } else {
         format!("{host}.{namespace}.{DOMAIN_SUFFIX}")
+    }
+}
+
+/// [`resolve_short_name`], borrowing `host` when it is already a lower-case name with
+/// a dot (or `*`) and no trailing dot, as most hosts are.
+pub(crate) fn resolve_short_name_cow<'h>(host: &'h str, namespace: &str) -> Cow<'h, str> {
+    let kept_as_is = !host.ends_with('.')
+        && !host.bytes().any(|b| b.is_ascii_uppercase())
+        && (host == "*" || host.contains('.'));
+    if kept_as_is {
+        Cow::Borrowed(host)
+    } else {
+        Cow::Owned(resolve_short_name(host, namespace))
     }
 }
 

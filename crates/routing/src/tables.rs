@@ -137,7 +137,7 @@ impl RouteTable {
     /// Indexes the virtual hosts' domains, Envoy's way: exact names first, then the
     /// longest wildcard suffix, then `*`. The first virtual host to claim a domain keeps it.
     pub fn new(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteTable {
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::with_capacity(virtual_hosts.iter().map(|v| v.domains.len()).sum());
         let mut suffixes = Vec::new();
         let mut catch_all = None;
         for (i, vh) in virtual_hosts.iter().enumerate() {
