@@ -65,6 +65,29 @@ pub struct ProxyTables {
 }
 
 impl ProxyTables {
+    /// Tables that route nothing yet: every request meets the catch-all of
+    /// `outbound_policy`. A new proxy holds them only until the control plane pushes
+    /// its first real tables (building full tables twice made starting a mesh with
+    /// many VirtualServices slower).
+    pub fn empty(
+        proxy: &str,
+        namespace: &str,
+        kind: ProxyKind,
+        outbound_policy: OutboundPolicy,
+    ) -> ProxyTables {
+        ProxyTables {
+            proxy: proxy.to_string(),
+            namespace: namespace.to_string(),
+            kind,
+            outbound_policy,
+            route_tables: BTreeMap::new(),
+            l4: crate::l4::L4Tables::default(),
+            clusters: HashMap::new(),
+            gateway_ports: Vec::new(),
+            cluster_dns: HashMap::new(),
+        }
+    }
+
     /// The route table for a port. Sidecars fall back to a table holding only the
     /// catch-all virtual host, as traffic to a port no service uses goes to
     /// Istio's PassthroughCluster or BlackHole.

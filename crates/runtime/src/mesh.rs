@@ -561,15 +561,12 @@ impl Mesh {
             access_log,
             seed: self.settings.seed ^ self.pod_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         };
-        let workloads: Vec<WorkloadInstance> = Vec::new();
-        let empty = MeshState::new(&self.store, &self.options, &workloads).sidecar_tables(
-            &WorkloadInstance {
-                name: pod.to_string(),
-                namespace: namespace.to_string(),
-                labels: Default::default(),
-                inbound: Default::default(),
-                named_ports: Default::default(),
-            },
+        // Its real tables come with the next `push_tables`, in the same reconcile.
+        let empty = meshbox_routing::ProxyTables::empty(
+            pod,
+            namespace,
+            meshbox_routing::ProxyKind::Sidecar,
+            self.options.outbound_policy,
         );
         let proxy = Proxy::new(settings, empty);
         // DestinationRule `credentialName: NAME` reads `$MESHBOX_HOME/credentials/NAME/`.
