@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 
 use meshbox_routing::cluster_policy::{HashKey, LbPolicy};
-use meshbox_routing::policy::{chance, Cors, HeaderOps};
+use meshbox_routing::policy::{chance, Cors};
 use meshbox_routing::tables::{Cluster, ClusterEndpoints, ForwardAction};
 use meshbox_routing::ProxyTables;
 
@@ -124,8 +124,8 @@ impl Proxy {
                 parts.headers.insert(&X_ENVOY_ORIGINAL_PATH, v);
             }
         }
-        let request_ops = fwd.request_headers.then(&choice.request_headers);
-        request_ops.apply(&mut parts.headers);
+        fwd.request_headers
+            .apply_then(&choice.request_headers, &mut parts.headers);
         let authority = fwd
             .authority_rewrite
             .as_deref()
@@ -273,8 +273,8 @@ impl Proxy {
             }
         }
         outcome.hold = Some(Box::new(admission));
-        let response_ops: HeaderOps = fwd.response_headers.then(&choice.response_headers);
-        response_ops.apply(outcome.response.headers_mut());
+        fwd.response_headers
+            .apply_then(&choice.response_headers, outcome.response.headers_mut());
         if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {
             if cors.allows(origin) {
                 add_cors_headers(outcome.response.headers_mut(), cors, origin, false);

@@ -948,7 +948,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
         value.push_str(", ");
     }
     push_ip(&mut value, peer.ip());
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // The String's buffer becomes the value's (no copy); it is validated as any value.
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
 }

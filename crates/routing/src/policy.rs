@@ -257,6 +257,22 @@ impl HeaderOps {
         }
     }
 
+    /// Applies these operations followed by `other`'s, exactly as
+    /// `self.then(other).apply(headers)` (every set, then every add, then every
+    /// remove), without building the merged operations: the request path does this
+    /// for every request.
+    pub fn apply_then(&self, other: &HeaderOps, headers: &mut HeaderMap) {
+        for (k, v) in self.set.iter().chain(&other.set) {
+            headers.insert(k.clone(), v.clone());
+        }
+        for (k, v) in self.add.iter().chain(&other.add) {
+            headers.append(k.clone(), v.clone());
+        }
+        for k in self.remove.iter().chain(&other.remove) {
+            headers.remove(k);
+        }
+    }
+
     /// These operations followed by `other`'s (route-level, then destination-level).
     /// For the request path, where secrets are already resolved: the templates only
     /// matter for display and are not carried.
@@ -657,6 +673,36 @@ impl RegexRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applying_route_then_destination_ops_in_place_equals_applying_the_merged_ops() {
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let value = |v: &'static str| HeaderValue::from_static(v);
+        let route = HeaderOps {
+            set: vec![(name("x-a"), value("route")), (name("x-b"), value("route"))],
+            add: vec![(name("x-c"), value("route"))],
+            remove: vec![name("x-d")],
+            ..HeaderOps::default()
+        };
+        // The destination sets what the route removes and removes what it sets.
+        let destination = HeaderOps {
+            set: vec![(name("x-d"), value("dest")), (name("x-a"), value("dest"))],
+            add: vec![(name("x-c"), value("dest"))],
+            remove: vec![name("x-b")],
+            ..HeaderOps::default()
+        };
+        let mut original = HeaderMap::new();
+        original.insert(name("x-d"), value("client"));
+        original.insert(name("x-e"), value("client"));
+        let mut merged = original.clone();
+        route.then(&destination).apply(&mut merged);
+        let mut in_place = original;
+        route.apply_then(&destination, &mut in_place);
+        assert_eq!(merged, in_place);
+        assert_eq!(in_place.get("x-a"), Some(&value("dest")));
+        assert!(in_place.get("x-b").is_none());
+        assert_eq!(in_place.get_all("x-c").iter().count(), 2);
+    }
 
     #[test]
     fn secret_references_are_resolved_once_and_shown_redacted() {
