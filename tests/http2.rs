@@ -17,15 +17,7 @@ const NS: &str = "dev-service-mesh";
 #[test]
 fn the_ingress_gateway_serves_h2c_streams_on_one_connection_and_logs_http2() {
     let mesh = MeshProcess::start(&["-n", NS, "--set", "meshConfig.accessLogFile=/dev/stdout"]);
-    mesh.apply(&[
-        "serviceA-v1-deployment.yml",
-        "serviceA-srv.yml",
-        "serviceA-gw.yml",
-        "inbound-to-serviceA-vs.yml",
-        "service-b-deployment.yml",
-        "producer-internal-host.yml",
-        "producer-internal-host-vs.yml",
-    ]);
+    mesh.apply(&common::COURSE_A_TO_B);
     mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, manifest, meshbox, MeshProcess};
 
-const BASE: [&str; 7] = [
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "producer-internal-host-vs.yml",
-];
+const BASE: [&str; 7] = common::COURSE_A_TO_B;
 
 fn start_course_mesh(extra: &[&str]) -> MeshProcess {
     let mut args = vec![

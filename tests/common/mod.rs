@@ -10,6 +10,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The course's first two steps (ingress → ServiceA → ServiceB), by file name in the
+/// course's manifests: after them `/service-a` answers "Hello from ServiceB!".
+pub const COURSE_A_TO_B: [&str; 7] = [
+    "serviceA-v1-deployment.yml",
+    "serviceA-srv.yml",
+    "serviceA-gw.yml",
+    "inbound-to-serviceA-vs.yml",
+    "service-b-deployment.yml",
+    "producer-internal-host.yml",
+    "producer-internal-host-vs.yml",
+];
+
 /// The course's manifests, as copied into examples/.
 pub fn manifests() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/worldtime")
