@@ -31,14 +31,15 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 
-/// How long an idle upstream connection is kept (hyper-util's and this proxy's
-/// earlier setting).
+/// How long an idle upstream connection is kept (here and in hyper-util's clients
+/// for TLS origination and mirrors).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections kept per endpoint: as many as Envoy's default circuit breaker
 /// allows connections (`max_connections` 1024), so that a burst of concurrent requests
-/// does not end in closing and reopening connections.
-const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+/// (HTTP/2 streams from one client, for one) does not end in closing and reopening
+/// connections. The same limit holds for hyper-util's clients.
+pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 /// Why a request got no response from the upstream.
 #[derive(Debug)]
@@ -60,16 +61,7 @@ impl UpstreamError {
     pub(crate) fn reason(&self) -> String {
         match self {
             UpstreamError::Connect(e) => format!("tcp connect error: {e}"),
-            UpstreamError::Exchange(e) => {
-                let mut s = e.to_string();
-                let mut source = std::error::Error::source(e);
-                while let Some(inner) = source {
-                    s.push_str(": ");
-                    s.push_str(&inner.to_string());
-                    source = inner.source();
-                }
-                s
-            }
+            UpstreamError::Exchange(e) => crate::proxy::error_chain(e),
         }
     }
 }

@@ -209,11 +209,17 @@ fn local_reply(status: StatusCode, body: &str) -> Response<ProxyBody> {
     resp
 }
 
-/// Idle upstream connections kept per endpoint: as many as Envoy's default circuit
-/// breaker allows connections (`max_connections` 1024), so that a burst of concurrent
-/// requests (HTTP/2 streams from one client, for one) does not end in closing and
-/// reopening connections on every request.
-const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+/// hyper-util's pooled client (TLS origination, mirrors) with the pool's limits.
+fn pooled_client<C>(connector: C) -> Client<C, ProxyBody>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
+        .pool_max_idle_per_host(crate::pool::MAX_IDLE_PER_ENDPOINT)
+        .set_host(false)
+        .build(connector)
+}
 
 impl Proxy {
     /// A proxy with its first tables.
@@ -221,17 +227,9 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-            .set_host(false)
-            .build(connector);
+        let client = pooled_client(connector);
         let tls = crate::tls::TlsClients::new();
-        let tls_client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(MAX_IDLE_PER_ENDPOINT)
-            .set_host(false)
-            .build(tls.connector());
+        let tls_client = pooled_client(tls.connector());
         let metrics = Arc::new(crate::metrics::ProxyMetrics::new());
         metrics.intern_clusters(tables.clusters.keys().map(String::as_str));
         Arc::new(Proxy {
@@ -908,7 +906,9 @@ pub(crate) fn dns_failure(host: &str) -> Outcome {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `: `-separated (double quotes made single, for the
+/// access log).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
