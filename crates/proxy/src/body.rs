@@ -34,7 +34,9 @@ pub struct PendingLog {
 pub struct LoggedBody {
     inner: ProxyBody,
     sent: u64,
-    log: Option<PendingLog>,
+    /// Boxed: the entry is large and the body is moved whole as hyper serves it; with
+    /// access logs off (Istio's default) it is `None` and costs nothing.
+    log: Option<Box<PendingLog>>,
     hold: Option<Box<dyn Send + Sync>>,
     metric: Option<PendingMetric>,
 }
@@ -49,7 +51,7 @@ pub(crate) struct PendingMetric {
 
 impl LoggedBody {
     /// Wraps `inner`; `log` is written when the body ends or is dropped.
-    pub fn new(inner: ProxyBody, log: Option<PendingLog>) -> LoggedBody {
+    pub fn new(inner: ProxyBody, log: Option<Box<PendingLog>>) -> LoggedBody {
         LoggedBody {
             hold: None,
             metric: None,
@@ -106,11 +108,13 @@ impl PendingLog {
 /// abandoned (the downstream went away, so hyper dropped the request future), the
 /// line is written on drop as Envoy writes it: response code 0, flag `DC`,
 /// details `downstream_remote_disconnect`.
-pub struct AbandonGuard(pub Option<PendingLog>);
+/// The entry is boxed (as in [`LoggedBody`]): it lives in the request's future, which
+/// is moved whole; with access logs off it is `None`.
+pub struct AbandonGuard(pub Option<Box<PendingLog>>);
 
 impl AbandonGuard {
     /// Takes the entry back when the request produced a response.
-    pub fn complete(&mut self) -> Option<PendingLog> {
+    pub fn complete(&mut self) -> Option<Box<PendingLog>> {
         self.0.take()
     }
 }

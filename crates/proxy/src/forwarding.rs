@@ -18,7 +18,7 @@ use meshbox_routing::ProxyTables;
 
 use crate::balancer::{hash_key, ClusterState};
 use crate::body::ProxyBody;
-use crate::proxy::{dns_failure, ListenerAddr, Outcome, PeerAddr, Proxy};
+use crate::proxy::{dns_failure, Downstream, Outcome, Proxy};
 
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
@@ -35,6 +35,7 @@ impl Proxy {
     pub(crate) async fn forward_route(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         tables: &ProxyTables,
         fwd: &ForwardAction,
         authority: &str,
@@ -112,7 +113,9 @@ impl Proxy {
         };
         let (mut parts, body) = req.into_parts();
         let (hash, set_cookie) = match &cluster.policy.lb {
-            LbPolicy::ConsistentHash(key) => hash_input(key, &parts, || self.next_random()),
+            LbPolicy::ConsistentHash(key) => {
+                hash_input(key, &parts, from.peer, || self.next_random())
+            }
             _ => (None, None),
         };
         let mut new_path = fwd.uri_rewrite.as_ref().map(|r| r.apply(path));
@@ -180,8 +183,11 @@ impl Proxy {
             fwd.retry.per_try_timeout.or(fwd.timeout)
         };
         // The endpoint of the try in flight, for the log line if the route times out.
-        let last_endpoint = std::sync::Mutex::new(None::<SocketAddr>);
-        let attempts = async {
+        let last_try = std::sync::Mutex::new(None::<SocketAddr>);
+        let last_endpoint = &last_try;
+        // A closure that makes the tries' future where it is awaited: a future held
+        // in a local would stay in this function's state beside the awaited copy.
+        let attempts = move || async move {
             let mut attempt = 0u32;
             loop {
                 let endpoint = match self.endpoint(cluster, &state, hash, host, port).await {
@@ -216,6 +222,7 @@ impl Proxy {
                 let outcome = self
                     .forward(
                         req,
+                        from,
                         endpoint,
                         Some(&authority),
                         new_path.as_deref(),
@@ -250,16 +257,24 @@ impl Proxy {
                 attempt += 1;
                 // Envoy's back-off: a random wait up to base * 2^(n-1).
                 let cap = RETRY_BASE.as_millis() as u64 * (1u64 << (attempt - 1).min(4));
-                tokio::time::sleep(Duration::from_millis(self.next_random() % cap.max(1))).await;
+                // Boxed: only a retry needs the timer, not every request's state.
+                let backoff = Box::pin(tokio::time::sleep(Duration::from_millis(
+                    self.next_random() % cap.max(1),
+                )));
+                backoff.await;
             }
         };
         // The route timeout covers every try (Envoy's route `timeout`).
         let mut outcome = match fwd.timeout.filter(|_| retries > 0) {
-            Some(t) => match tokio::time::timeout(t, attempts).await {
-                Ok(o) => o,
-                Err(_) => Outcome::upstream_timeout(last_endpoint.lock().ok().and_then(|l| *l)),
-            },
-            None => attempts.await,
+            // Boxed: a route timeout is the rare case (Istio sets none by default).
+            Some(t) => {
+                let bounded = Box::pin(tokio::time::timeout(t, attempts()));
+                match bounded.await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::upstream_timeout(last_endpoint.lock().ok().and_then(|l| *l)),
+                }
+            }
+            None => attempts().await,
         };
         if delayed && outcome.flags == "-" {
             outcome.flags = "DI";
@@ -388,6 +403,7 @@ impl Proxy {
 fn hash_input(
     key: &HashKey,
     parts: &http::request::Parts,
+    peer: SocketAddr,
     mut random: impl FnMut() -> u64,
 ) -> (Option<u64>, Option<String>) {
     match key {
@@ -398,13 +414,7 @@ fn hash_input(
                 .map(|v| hash_key(v.as_bytes())),
             None,
         ),
-        HashKey::SourceIp => (
-            parts
-                .extensions
-                .get::<PeerAddr>()
-                .map(|p| hash_key(p.0.ip().to_string().as_bytes())),
-            None,
-        ),
+        HashKey::SourceIp => (Some(hash_key(peer.ip().to_string().as_bytes())), None),
         HashKey::QueryParam(name) => {
             let value = parts.uri.query().and_then(|q| {
                 q.split('&').find_map(|kv| {
@@ -450,9 +460,6 @@ fn rebuild(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> 
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
-    if let Some(listener) = parts.extensions.get::<ListenerAddr>() {
-        req.extensions_mut().insert(*listener);
-    }
     req
 }
 

@@ -161,7 +161,9 @@ impl UpstreamPool {
                 },
             }
         }
-        let (mut sender, local) = self.connect(addr).await?;
+        // Boxed: a new connection is the rare case, kept out of every request's state.
+        let connect = Box::pin(self.connect(addr));
+        let (mut sender, local) = connect.await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok(lend(resp, endpoint, sender, local)),
             Err(e) => Err(UpstreamError::Exchange(e)),

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -29,14 +30,16 @@ use crate::balancer::{Clock, ClusterStates};
 use crate::body::{AbandonGuard, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
 
-/// The downstream peer of a request (for `useSourceIp` hashing).
+/// Where a request came from, handed down the routing functions as a parameter (kept
+/// out of the request's extensions, whose map costs allocations on every request).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerAddr(pub(crate) SocketAddr);
-
-/// The address of the listener that received a request: forwarding there again would
-/// send the request round the same proxy (see [`Proxy::forward`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ListenerAddr(pub(crate) SocketAddr);
+pub(crate) struct Downstream {
+    /// The downstream peer (for `useSourceIp` hashing).
+    pub(crate) peer: SocketAddr,
+    /// The address of the listener that received the request: forwarding there again
+    /// would send the request round the same proxy (see [`Proxy::forward`]).
+    pub(crate) local: SocketAddr,
+}
 
 /// What a listener of a proxy is for.
 #[derive(Debug, Clone, Copy)]
@@ -334,7 +337,10 @@ impl Proxy {
                         if req.method() == Method::CONNECT
                             && matches!(role, ListenerRole::SidecarOutbound)
                         {
-                            return Ok::<_, Infallible>(proxy.connect(req, local, peer).await);
+                            // Boxed: the tunnel's state is large and only
+                            // CONNECT requests need it.
+                            let tunnel = Box::pin(proxy.connect(req, local, peer));
+                            return Ok::<_, Infallible>(tunnel.await);
                         }
                         Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await)
                     }
@@ -392,7 +398,7 @@ impl Proxy {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            PendingLog {
+            Box::new(PendingLog {
                 entry: AccessLogEntry {
                     start_time: Some(Utc::now()),
                     method: req.method().as_str().to_string(),
@@ -410,29 +416,30 @@ impl Proxy {
                 sink: target.sink.clone(),
                 encoding: target.encoding,
                 received: received.clone(),
-            }
+            })
         });
         let counter = received.clone();
         let metric_received = received;
-        let mut req = req.map(move |body| CountingBody::new(body, counter).boxed());
-        req.extensions_mut().insert(PeerAddr(peer));
-        req.extensions_mut().insert(ListenerAddr(local));
+        let req = req.map(move |body| CountingBody::new(body, counter).boxed());
+        let from = Downstream { peer, local };
         let mut guard = AbandonGuard(pending_log);
         let outcome = match role {
             // The routing futures are boxed: kept inline, their state machines made this
             // future some 18 KB, copied whole as hyper moves it; boxed, it is a fraction.
+            // Each box is made in a statement of its own: a temporary in the statement
+            // that awaits stays in the caller's state (the whole unboxed future, here).
             ListenerRole::SidecarInbound { port, app } => {
                 let cluster = format!("inbound|{port}||");
-                Box::pin(self.forward(req, app, authority.as_deref(), None, None))
-                    .await
-                    .with_cluster(&cluster)
-                    .with_route("default")
+                let forward =
+                    Box::pin(self.forward(req, from, app, authority.as_deref(), None, None));
+                forward.await.with_cluster(&cluster).with_route("default")
             }
             ListenerRole::SidecarOutbound => {
-                Box::pin(self.route_outbound(req, authority.clone(), path)).await
+                let route = Box::pin(self.route_outbound(req, from, authority.clone(), path));
+                route.await
             }
             ListenerRole::Gateway { service_port } => {
-                self.route_at_gateway(req, authority.clone(), path, service_port)
+                self.route_at_gateway(req, from, authority.clone(), path, service_port)
                     .await
             }
         };
@@ -504,7 +511,7 @@ impl Proxy {
         if let Some(t) = outcome.service_time_ms {
             parts
                 .headers
-                .insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(t));
+                .insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, service_time_value(t));
         }
         Response::from_parts(
             parts,
@@ -518,6 +525,7 @@ impl Proxy {
     async fn route_outbound(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         authority: Option<String>,
         path: String,
     ) -> Outcome {
@@ -540,16 +548,20 @@ impl Proxy {
         let (host, port) = split_authority(&authority, default_port);
         let tables = self.tables.load();
         let Some(table) = tables.route_table(u32::from(port)) else {
-            return Box::pin(self.catch_all(req, &authority, &host, port, &tables, None)).await;
+            let catch_all =
+                Box::pin(self.catch_all(req, from, &authority, &host, port, &tables, None));
+            return catch_all.await;
         };
         let Some(vhost) = table.select_virtual_host(&authority) else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
         if vhost.catch_all.is_some() {
             let route = vhost.routes.first().map(|r| r.name.clone());
-            return Box::pin(self.catch_all(req, &authority, &host, port, &tables, route)).await;
+            let catch_all =
+                Box::pin(self.catch_all(req, from, &authority, &host, port, &tables, route));
+            return catch_all.await;
         }
-        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
+        self.route_in_vhost(req, from, &tables, vhost, &authority, &host, port, path)
             .await
     }
 
@@ -557,6 +569,7 @@ impl Proxy {
     async fn route_at_gateway(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         authority: Option<String>,
         path: String,
         service_port: u32,
@@ -580,7 +593,7 @@ impl Proxy {
         let Some(vhost) = vhost else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
-        self.route_in_vhost(req, &tables, vhost, &authority, &host, port, path)
+        self.route_in_vhost(req, from, &tables, vhost, &authority, &host, port, path)
             .await
     }
 
@@ -588,6 +601,7 @@ impl Proxy {
     async fn route_in_vhost(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         tables: &ProxyTables,
         vhost: &meshbox_routing::tables::VirtualHost,
         authority: &str,
@@ -595,10 +609,10 @@ impl Proxy {
         port: u16,
         path: String,
     ) -> Outcome {
-        let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+        let scheme = req.uri().scheme_str().unwrap_or("http");
         let view = RequestView {
             method: req.method().as_str(),
-            scheme: &scheme,
+            scheme,
             authority,
             path_and_query: &path,
             headers: req.headers(),
@@ -614,10 +628,11 @@ impl Proxy {
                 "direct_response",
             ),
             RouteAction::Passthrough => {
-                Box::pin(self.passthrough(req, host, port, authority)).await
+                let passthrough = Box::pin(self.passthrough(req, from, host, port, authority));
+                passthrough.await
             }
             RouteAction::Redirect(redirect) => {
-                let location = redirect.location(&scheme, authority, &path);
+                let location = redirect.location(scheme, authority, &path);
                 let status =
                     StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                 let mut o = Outcome::local(status, "", "-", "direct_response");
@@ -627,7 +642,10 @@ impl Proxy {
                 o
             }
             RouteAction::Forward(fwd) => {
-                Box::pin(self.forward_route(req, tables, fwd, authority, host, port, &path)).await
+                let forward = Box::pin(
+                    self.forward_route(req, from, tables, fwd, authority, host, port, &path),
+                );
+                forward.await
             }
         };
         outcome.with_route(&route.name)
@@ -635,9 +653,11 @@ impl Proxy {
 
     /// A host the registry does not know: Passthrough (ALLOW_ANY) or BlackHole
     /// (REGISTRY_ONLY), after the name lookup a pod's application would have made.
+    #[allow(clippy::too_many_arguments)]
     async fn catch_all(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         authority: &str,
         host: &str,
         port: u16,
@@ -656,7 +676,7 @@ impl Proxy {
         let outcome = match (policy, cluster_dns) {
             (OutboundPolicy::AllowAny, Some(endpoints)) => match endpoints.first() {
                 Some(addr) => self
-                    .forward(req, *addr, Some(authority), None, None)
+                    .forward(req, from, *addr, Some(authority), None, None)
                     .await
                     .with_cluster(PASSTHROUGH_CLUSTER),
                 // The ClusterIP has no such port, or the Service no endpoint.
@@ -673,7 +693,9 @@ impl Proxy {
             },
             // Envoy forwards a passthrough request as the application sent it: the
             // Host header stays as it was (no port added, case kept).
-            (OutboundPolicy::AllowAny, None) => self.passthrough(req, host, port, authority).await,
+            (OutboundPolicy::AllowAny, None) => {
+                self.passthrough(req, from, host, port, authority).await
+            }
             // Istio's REGISTRY_ONLY catch-all: 502, no body, no upstream.
             (OutboundPolicy::RegistryOnly, Some(_)) => {
                 Outcome::local(StatusCode::BAD_GATEWAY, "", "-", "direct_response")
@@ -689,6 +711,7 @@ impl Proxy {
     async fn passthrough(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         host: &str,
         port: u16,
         authority: &str,
@@ -697,7 +720,7 @@ impl Proxy {
             Err(e) => dns_failure(&e.host).with_cluster(PASSTHROUGH_CLUSTER),
             Ok(addrs) => match addrs.first() {
                 Some(addr) => self
-                    .forward(req, *addr, Some(authority), None, None)
+                    .forward(req, from, *addr, Some(authority), None, None)
                     .await
                     .with_cluster(PASSTHROUGH_CLUSTER),
                 None => dns_failure(host).with_cluster(PASSTHROUGH_CLUSTER),
@@ -716,16 +739,13 @@ impl Proxy {
     pub(crate) async fn forward(
         &self,
         req: Request<ProxyBody>,
+        from: Downstream,
         endpoint: SocketAddr,
         authority: Option<&str>,
         new_path: Option<&str>,
         timeout: Option<Duration>,
     ) -> Outcome {
-        if req
-            .extensions()
-            .get::<ListenerAddr>()
-            .is_some_and(|l| l.0 == endpoint)
-        {
+        if from.local == endpoint {
             return Outcome::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream",
@@ -734,18 +754,30 @@ impl Proxy {
             );
         }
         let (mut parts, body) = req.into_parts();
-        let path = new_path
-            .unwrap_or_else(|| path_and_query(&parts.uri))
-            .to_string();
+        // The path as received, or as rewritten: an unchanged path is reused as it was
+        // parsed, not written out and parsed again.
+        let path = match new_path {
+            Some(p) => PathAndQuery::try_from(p).map_err(|_| ()),
+            None => Ok(parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        };
         // TLS origination (DestinationRule `tls`): the TLS client, pooled per endpoint,
         // SNI and policy under a name of its own.
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
         // Plain text goes to this proxy's own pool in origin form; TLS origination to
         // hyper-util's client, pooled per endpoint with SNI and policy under a name of
         // its own, in absolute form.
-        let target = match &tls {
-            None => Uri::try_from(path).map_err(|_| ()),
-            Some(t) => match self.tls.target(endpoint, t) {
+        let target = match (&tls, path) {
+            (_, Err(())) => Err(()),
+            (None, Ok(path)) => {
+                let mut origin_form = http::uri::Parts::default();
+                origin_form.path_and_query = Some(path);
+                Uri::from_parts(origin_form).map_err(|_| ())
+            }
+            (Some(t), Ok(path)) => match self.tls.target(endpoint, t) {
                 Ok(key) => Uri::builder()
                     .scheme("https")
                     .authority(format!("{key}:{}", endpoint.port()))
@@ -788,7 +820,8 @@ impl Proxy {
         }
         let upstream_req = Request::from_parts(parts, body);
         let sent_at = Instant::now();
-        let call = async {
+        // Made where it is awaited (see forward_route's tries).
+        let call = move || async move {
             if tls.is_some() {
                 match self.tls_client.request(upstream_req).await {
                     Ok(resp) => {
@@ -813,11 +846,15 @@ impl Proxy {
             }
         };
         let result = match timeout {
-            Some(t) => match tokio::time::timeout(t, call).await {
-                Ok(r) => r,
-                Err(_) => return Outcome::upstream_timeout(Some(endpoint)),
-            },
-            None => call.await,
+            // Boxed: a per-try or route timeout is the rare case.
+            Some(t) => {
+                let bounded = Box::pin(tokio::time::timeout(t, call()));
+                match bounded.await {
+                    Ok(r) => r,
+                    Err(_) => return Outcome::upstream_timeout(Some(endpoint)),
+                }
+            }
+            None => call().await,
         };
         match result {
             Ok((resp, local)) => {
@@ -1064,6 +1101,18 @@ pub(crate) fn valid_authority(authority: &str) -> bool {
 
 fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
+/// The `x-envoy-upstream-service-time` value for `ms`: the common values (under a
+/// second) are made once and shared, so that a response does not allocate for it.
+fn service_time_value(ms: u64) -> HeaderValue {
+    static COMMON: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..1000u64).map(HeaderValue::from).collect());
+    usize::try_from(ms)
+        .ok()
+        .and_then(|i| COMMON.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
 /// `host[:port]` → (lower-case host, port).

@@ -357,7 +357,7 @@ impl Proxy {
         self.metrics.tcp_close(&labels, 0, 0);
         let pending = self.pending_log(entry, log.start, 0);
         let (parts, body) = outcome.response.into_parts();
-        Response::from_parts(parts, LoggedBody::new(body, pending))
+        Response::from_parts(parts, LoggedBody::new(body, pending.map(Box::new)))
     }
 
     /// A gateway connection on a port that Gateway servers make TLS passthrough or
