@@ -44,6 +44,11 @@ pub struct MeshSettings {
     pub seed: u64,
     /// The meshbox executable, which runs the built-in apps.
     pub exe: PathBuf,
+    /// The runtime that serves the proxies' listeners, when it is not the one running
+    /// the mesh (`meshbox up` with one proxy thread: a single-threaded runtime of its
+    /// own, so that control-plane work never shares the proxies' thread). `None`: the
+    /// current runtime.
+    pub data_plane: Option<tokio::runtime::Handle>,
 }
 
 /// One running pod (a Deployment replica or a gateway).
@@ -607,6 +612,30 @@ impl Mesh {
         }
     }
 
+    /// Serves `listener` with `proxy` on the data-plane runtime (see
+    /// [`MeshSettings::data_plane`]). A listener bound here belongs to this runtime's
+    /// reactor; it moves to the data plane's, where its connections will live.
+    fn serve(
+        &self,
+        proxy: &Arc<Proxy>,
+        listener: TcpListener,
+        role: ListenerRole,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let proxy = proxy.clone();
+        Ok(match &self.settings.data_plane {
+            None => tokio::spawn(proxy.serve(listener, role)),
+            Some(handle) => {
+                let listener = listener.into_std()?;
+                handle.spawn(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => proxy.serve(listener, role).await,
+                        Err(e) => tracing::error!("cannot serve a proxy listener: {e}"),
+                    }
+                })
+            }
+        })
+    }
+
     async fn start_gateway(&mut self, gw: &GatewayComponent) -> std::io::Result<Pod> {
         let name = format!(
             "{}-{}-{}",
@@ -630,12 +659,13 @@ impl Mesh {
             let listener = TcpListener::bind(("127.0.0.1", want)).await?;
             inbound.insert(*target, listener.local_addr()?);
             gateway_ports.push((*target, *port));
-            listeners.push(tokio::spawn(proxy.clone().serve(
+            listeners.push(self.serve(
+                &proxy,
                 listener,
                 ListenerRole::Gateway {
                     service_port: *port,
                 },
-            )));
+            )?);
         }
         let mut labels = gw.labels.clone();
         labels.insert("service.istio.io/canonical-name".into(), gw.name.clone());
@@ -674,11 +704,8 @@ impl Mesh {
         let (proxy, log_writer) = self.make_proxy(&name, &ns);
         let outbound_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let outbound = outbound_listener.local_addr()?;
-        let mut listeners = vec![tokio::spawn(
-            proxy
-                .clone()
-                .serve(outbound_listener, ListenerRole::SidecarOutbound),
-        )];
+        let mut listeners =
+            vec![self.serve(&proxy, outbound_listener, ListenerRole::SidecarOutbound)?];
         let mut inbound = BTreeMap::new();
         let mut named_ports = BTreeMap::new();
         let mut containers = Vec::new();
@@ -701,13 +728,14 @@ impl Mesh {
                 if let Some(n) = &p.name {
                     named_ports.insert(n.clone(), p.container_port);
                 }
-                listeners.push(tokio::spawn(proxy.clone().serve(
+                listeners.push(self.serve(
+                    &proxy,
                     listener,
                     ListenerRole::SidecarInbound {
                         port: p.container_port,
                         app,
                     },
-                )));
+                )?);
                 if first {
                     env.push(("PORT".into(), app_port.to_string()));
                     first = false;
