@@ -60,8 +60,9 @@ enum Command {
         /// Local port of the admin listener serving every proxy's Prometheus metrics (0: any free port).
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
-        /// Threads that run every gateway and sidecar proxy (and the control plane);
-        /// default: half the CPUs, at least 1, leaving the rest to the workloads.
+        /// Worker threads that run every gateway and sidecar proxy (the control plane has
+        /// a thread of its own); default: half the CPUs, at least 1, leaving the rest to
+        /// the workloads.
         #[arg(long, env = "MESHBOX_PROXY_THREADS")]
         proxy_threads: Option<usize>,
     },
@@ -149,24 +150,30 @@ fn main() -> ExitCode {
         Command::App { .. } => None,
         _ => Some(1),
     };
-    // One proxy thread: the proxies get a single-threaded runtime on a thread of their
-    // own (as an Envoy worker has its own event loop) and the control plane keeps the
-    // other runtime. Measured in docs/PERFORMANCE.md: about 15% more requests per second
-    // at the maximum and less CPU per request than one worker of a multi-thread runtime
-    // serving both.
-    let data_plane = match (&cli.command, threads) {
-        (Command::Up { .. }, Some(1)) => match DataPlaneThread::start() {
+    // `up`: the proxies run on worker threads of their own, each a single-threaded
+    // runtime (as Envoy's workers each run an event loop), and the control plane on a
+    // runtime of its own with one thread. Measured in docs/PERFORMANCE.md: less CPU per
+    // request and a higher maximum rate than proxies and control plane sharing one
+    // multi-thread runtime.
+    let workers = match (&cli.command, threads) {
+        (Command::Up { .. }, Some(n)) => match WorkerThreads::start(n.max(1)) {
             Ok(t) => Some(t),
             Err(e) => {
-                eprintln!("error: cannot start the proxies' runtime: {e}");
+                eprintln!("error: cannot start the proxies' worker threads: {e}");
                 return ExitCode::FAILURE;
             }
         },
         _ => None,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
+    match (&workers, threads) {
+        (Some(_), _) => {
+            builder.worker_threads(1);
+        }
+        (None, Some(n)) => {
+            builder.worker_threads(n.max(1));
+        }
+        (None, None) => {}
     }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
@@ -175,8 +182,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let handle = data_plane.as_ref().map(|t| t.handle.clone());
-    let code = match runtime.block_on(run(cli, handle)) {
+    let handles = workers
+        .as_ref()
+        .map(WorkerThreads::workers)
+        .unwrap_or_default();
+    let code = match runtime.block_on(run(cli, handles)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
@@ -184,44 +194,55 @@ fn main() -> ExitCode {
         }
     };
     drop(runtime);
-    drop(data_plane);
+    drop(workers);
     code
 }
 
-/// A thread running a single-threaded tokio runtime for the proxies; stopped (its
-/// tasks dropped) when this is dropped.
-struct DataPlaneThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The proxies' worker threads, each running a single-threaded tokio runtime; stopped
+/// (their tasks dropped) when this is dropped.
+struct WorkerThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl DataPlaneThread {
-    fn start() -> std::io::Result<DataPlaneThread> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("meshbox-proxies".into())
-            .spawn(move || {
-                let _ = runtime.block_on(stopped);
-            })?;
-        Ok(DataPlaneThread {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+impl WorkerThreads {
+    fn start(count: usize) -> std::io::Result<WorkerThreads> {
+        let mut workers = WorkerThreads {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for index in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.handles.push(runtime.handle().clone());
+            workers.stops.push(stop);
+            workers.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("meshbox-worker-{index}"))
+                    .spawn(move || {
+                        meshbox_proxy::workers::set_current_worker(index);
+                        let _ = runtime.block_on(stopped);
+                    })?,
+            );
+        }
+        Ok(workers)
+    }
+
+    fn workers(&self) -> meshbox_proxy::Workers {
+        meshbox_proxy::Workers::new(self.handles.clone())
     }
 }
 
-impl Drop for DataPlaneThread {
+impl Drop for WorkerThreads {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -237,7 +258,7 @@ fn default_proxy_threads() -> usize {
         .unwrap_or(1)
 }
 
-async fn run(cli: Cli, data_plane: Option<tokio::runtime::Handle>) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, workers: meshbox_proxy::Workers) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up {
             paths,
@@ -263,7 +284,7 @@ async fn run(cli: Cli, data_plane: Option<tokio::runtime::Handle>) -> anyhow::Re
                 ingress_port,
                 seed,
                 metrics_port,
-                data_plane,
+                workers,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -101,6 +101,12 @@ impl MeshProcess {
         }
     }
 
+    /// The `meshbox up` process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs a meshbox subcommand against this mesh.
     pub fn run(&self, args: &[&str]) -> Output {
         meshbox()

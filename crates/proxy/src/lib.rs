@@ -16,6 +16,7 @@ pub mod resolver;
 pub mod sni;
 mod tls;
 mod tunnel;
+pub mod workers;
 
 pub use access_log::{AccessLogSink, Encoding};
 pub use metrics::{ProxyMetrics, WorkloadIdentity};
@@ -23,3 +24,4 @@ pub use proxy::{ListenerRole, Proxy, ProxySettings};
 pub use resolver::{Override, Resolver};
 pub use tls::handshake_failure_reason;
 pub use tunnel::BLACKHOLE_CLUSTER;
+pub use workers::Workers;

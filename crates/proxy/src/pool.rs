@@ -68,7 +68,8 @@ impl UpstreamError {
 
 /// One proxy's pooled upstream connections.
 pub(crate) struct UpstreamPool {
-    endpoints: RwLock<FxHashMap<SocketAddr, Arc<EndpointConnections>>>,
+    /// By endpoint and worker thread.
+    endpoints: RwLock<FxHashMap<(SocketAddr, usize), Arc<EndpointConnections>>>,
     connect_timeout: Duration,
 }
 
@@ -124,14 +125,18 @@ impl UpstreamPool {
         }
     }
 
+    /// The connections to `addr` of the calling worker thread: each worker keeps its
+    /// own (as each Envoy worker has its own pools), so a connection's task and the
+    /// requests on it share a thread.
     fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConnections> {
+        let key = (addr, crate::workers::current_worker().unwrap_or(0));
         if let Ok(map) = self.endpoints.read() {
-            if let Some(e) = map.get(&addr) {
+            if let Some(e) = map.get(&key) {
                 return e.clone();
             }
         }
         match self.endpoints.write() {
-            Ok(mut map) => map.entry(addr).or_default().clone(),
+            Ok(mut map) => map.entry(key).or_default().clone(),
             // A poisoned map still serves: this request just goes unpooled.
             Err(_) => Arc::default(),
         }

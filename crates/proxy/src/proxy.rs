@@ -71,6 +71,8 @@ pub struct ProxySettings {
     pub access_log: Option<(Arc<dyn AccessLogSink>, Encoding)>,
     /// Seed for weighted choices (set it for reproducible splits in tests).
     pub seed: u64,
+    /// The worker threads that serve its connections (none: the current runtime).
+    pub workers: crate::workers::Workers,
 }
 
 /// Where a proxy's access log lines go, and how they are encoded.
@@ -102,6 +104,7 @@ pub struct Proxy {
     random_state: AtomicU64,
     /// Istio's standard metrics of this proxy.
     pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
+    workers: crate::workers::Workers,
 }
 
 /// How long a connection to an upstream may take to open.
@@ -255,6 +258,7 @@ impl Proxy {
                     .map(|(sink, encoding)| Arc::new(AccessLogTarget { sink, encoding })),
             ),
             random_state: AtomicU64::new(settings.seed),
+            workers: settings.workers,
         })
     }
 
@@ -329,31 +333,35 @@ impl Proxy {
                     continue;
                 }
             }
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    async move {
-                        // CONNECT from the workload (HTTPS_PROXY) opens a tunnel (tunnel.rs).
-                        if req.method() == Method::CONNECT
-                            && matches!(role, ListenerRole::SidecarOutbound)
-                        {
-                            // Boxed: the tunnel's state is large and only
-                            // CONNECT requests need it.
-                            let tunnel = Box::pin(proxy.connect(req, local, peer));
-                            return Ok::<_, Infallible>(tunnel.await);
+            // Each connection is served on the next worker thread in turn.
+            self.workers
+                .spawn_connection(stream, move |stream| async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let proxy = proxy.clone();
+                        async move {
+                            // CONNECT from the workload (HTTPS_PROXY) opens a tunnel (tunnel.rs).
+                            if req.method() == Method::CONNECT
+                                && matches!(role, ListenerRole::SidecarOutbound)
+                            {
+                                // Boxed: the tunnel's state is large and only
+                                // CONNECT requests need it.
+                                let tunnel = Box::pin(proxy.connect(req, local, peer));
+                                return Ok::<_, Infallible>(tunnel.await);
+                            }
+                            Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await)
                         }
-                        Ok::<_, Infallible>(proxy.handle(req, role, local, peer).await)
+                    });
+                    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC clients and
+                    // h2load speak it), told apart by the connection preface, as Envoy's
+                    // HTTP connection manager does with `codec_type: AUTO`.
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
                     }
                 });
-                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as gRPC clients and
-                // h2load speak it), told apart by the connection preface, as Envoy's
-                // HTTP connection manager does with `codec_type: AUTO`.
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!("connection from {peer} ended: {e}");
-                }
-            });
         }
     }
 

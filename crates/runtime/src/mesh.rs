@@ -44,11 +44,10 @@ pub struct MeshSettings {
     pub seed: u64,
     /// The meshbox executable, which runs the built-in apps.
     pub exe: PathBuf,
-    /// The runtime that serves the proxies' listeners, when it is not the one running
-    /// the mesh (`meshbox up` with one proxy thread: a single-threaded runtime of its
-    /// own, so that control-plane work never shares the proxies' thread). `None`: the
-    /// current runtime.
-    pub data_plane: Option<tokio::runtime::Handle>,
+    /// The worker threads that serve the proxies (`meshbox up`: single-threaded
+    /// runtimes of their own, so that control-plane work never shares their threads).
+    /// None: the current runtime.
+    pub workers: meshbox_proxy::Workers,
 }
 
 /// One running pod (a Deployment replica or a gateway).
@@ -565,6 +564,7 @@ impl Mesh {
             resolver: self.settings.resolver.clone(),
             access_log,
             seed: self.settings.seed ^ self.pod_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            workers: self.settings.workers.clone(),
         };
         // Its real tables come with the next `push_tables`, in the same reconcile.
         let empty = meshbox_routing::ProxyTables::empty(
@@ -612,8 +612,8 @@ impl Mesh {
         }
     }
 
-    /// Serves `listener` with `proxy` on the data-plane runtime (see
-    /// [`MeshSettings::data_plane`]). A listener bound here belongs to this runtime's
+    /// Serves `listener` with `proxy` on the first worker (see
+    /// [`MeshSettings::workers`]). A listener bound here belongs to this runtime's
     /// reactor; it moves to the data plane's, where its connections will live.
     fn serve(
         &self,
@@ -622,7 +622,7 @@ impl Mesh {
         role: ListenerRole,
     ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let proxy = proxy.clone();
-        Ok(match &self.settings.data_plane {
+        Ok(match self.settings.workers.listener_runtime() {
             None => tokio::spawn(proxy.serve(listener, role)),
             Some(handle) => {
                 let listener = listener.into_std()?;

@@ -46,9 +46,9 @@ pub struct UpOptions {
     /// Local port of the admin listener that serves every proxy's Prometheus metrics
     /// (0: any free port).
     pub metrics_port: u16,
-    /// The runtime that serves the proxies, if not the current one (see
-    /// [`crate::mesh::MeshSettings::data_plane`]).
-    pub data_plane: Option<tokio::runtime::Handle>,
+    /// The worker threads that serve the proxies (see
+    /// [`crate::mesh::MeshSettings::workers`]).
+    pub workers: meshbox_proxy::Workers,
 }
 
 /// Runs the mesh until a signal arrives.
@@ -146,7 +146,7 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
         ingress_port: opts.ingress_port,
         seed,
         exe,
-        data_plane: opts.data_plane.clone(),
+        workers: opts.workers.clone(),
     };
     let mut mesh = Mesh::new(settings).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();

@@ -507,6 +507,7 @@ pub fn settings(name: &str, overrides: Vec<Override>, seed: u64) -> (ProxySettin
             resolver: Arc::new(Resolver::new(overrides)),
             access_log: Some((sink, Encoding::Text)),
             seed,
+            workers: Default::default(),
         },
         log,
     )
