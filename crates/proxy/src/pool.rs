@@ -17,12 +17,14 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -90,13 +92,24 @@ struct Lease {
     endpoint: Arc<EndpointConnections>,
     sender: SendRequest<ProxyBody>,
     local: SocketAddr,
+    /// Set once the request body has been sent whole; `None`: the request had none.
+    request_sent: Option<Arc<AtomicBool>>,
 }
 
 impl Lease {
-    /// Gives the connection back for the next request, unless it is closing.
+    /// Gives the connection back for the next request, unless it is closing or still
+    /// sending the request body: an upstream may answer before it has read the body
+    /// (a refusal, say), and a request lent that connection would wait behind the rest
+    /// of the body, for good if it never comes. Such a connection finishes its request
+    /// and closes.
     fn give_back(self) {
         if self.sender.is_closed() {
             return;
+        }
+        if let Some(sent) = &self.request_sent {
+            if !sent.load(Ordering::Acquire) {
+                return;
+            }
         }
         if let Ok(mut idle) = self.endpoint.idle.lock() {
             let now = Instant::now();
@@ -151,6 +164,20 @@ impl UpstreamPool {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<PooledBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
+        // A request with a body says when the body has been sent whole (see `Lease`).
+        let request_sent = if req.body().is_end_stream() {
+            None
+        } else {
+            let sent = Arc::new(AtomicBool::new(false));
+            req = req.map(|body| {
+                SentBody {
+                    inner: body,
+                    sent: sent.clone(),
+                }
+                .boxed()
+            });
+            Some(sent)
+        };
         loop {
             let reused = endpoint.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some(mut conn) = reused else { break };
@@ -158,7 +185,7 @@ impl UpstreamPool {
                 continue;
             }
             match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(lend(resp, endpoint, conn.sender, conn.local)),
+                Ok(resp) => return Ok(lend(resp, endpoint, conn.sender, conn.local, request_sent)),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed meanwhile; try the next one.
                     Some(unsent) => req = unsent,
@@ -170,7 +197,7 @@ impl UpstreamPool {
         let connect = Box::pin(self.connect(addr));
         let (mut sender, local) = connect.await?;
         match sender.send_request(req).await {
-            Ok(resp) => Ok(lend(resp, endpoint, sender, local)),
+            Ok(resp) => Ok(lend(resp, endpoint, sender, local, request_sent)),
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
@@ -209,11 +236,13 @@ fn lend(
     endpoint: Arc<EndpointConnections>,
     sender: SendRequest<ProxyBody>,
     local: SocketAddr,
+    request_sent: Option<Arc<AtomicBool>>,
 ) -> (Response<PooledBody>, SocketAddr) {
     let lease = Lease {
         endpoint,
         sender,
         local,
+        request_sent,
     };
     let resp = resp.map(|inner| {
         let mut body = PooledBody {
@@ -227,6 +256,37 @@ fn lend(
         body
     });
     (resp, local)
+}
+
+/// A request body that says when it has been read to its end.
+struct SentBody {
+    inner: ProxyBody,
+    sent: Arc<AtomicBool>,
+}
+
+impl Body for SentBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.sent.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body from a pooled connection: the connection goes back to its
@@ -372,6 +432,83 @@ mod tests {
         let (resp, _) = pool.send(addr, get()).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A request body that arrives in pieces, from a channel.
+    struct Trickle(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Trickle {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn post(body: Trickle) -> Request<ProxyBody> {
+        Request::builder()
+            .method(http::Method::POST)
+            .uri("/")
+            .header(http::header::HOST, "upstream")
+            .body(body.boxed())
+            .expect("request")
+    }
+
+    /// A streamed request body (no length known) is sent piece by piece as the pieces
+    /// come, and the connection goes back to the pool afterwards.
+    #[tokio::test]
+    async fn a_body_that_arrives_in_pieces_is_sent_whole_by_the_waiting_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(Bytes::from(
+                    body.len().to_string(),
+                ))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for piece in ["hello", " ", "world"] {
+                tokio::task::yield_now().await;
+                let _ = tx.send(Bytes::from(piece)).await;
+            }
+        });
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (resp, _) = pool.send(addr, post(Trickle(rx))).await.expect("answer");
+        assert_eq!(body_of(resp).await, "11");
+        // The upstream serves one connection only: the second request reuses it.
+        let next = tokio::time::timeout(Duration::from_secs(10), pool.send(addr, get()));
+        let (resp, _) = next.await.expect("reused").expect("answer");
+        assert_eq!(body_of(resp).await, "0");
+    }
+
+    /// An upstream may answer before it has read the request body. The connection is
+    /// then still busy when the answer ends: it is not lent again, and the next request
+    /// gets a connection of its own instead of waiting behind a body that never ends.
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_is_not_lent_again() {
+        let (addr, accepted) = upstream(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Bytes::from("start")).await.expect("send");
+        let (resp, _) = pool.send(addr, post(Trickle(rx))).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        // Lent again, the busy connection would hold this request for good.
+        let next = tokio::time::timeout(Duration::from_secs(10), pool.send(addr, get()));
+        let (resp, _) = next.await.expect("not held").expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop(tx);
     }
 
     #[tokio::test]
