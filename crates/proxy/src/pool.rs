@@ -88,7 +88,7 @@ struct IdleConnection {
 }
 
 /// A connection lent to one request until its response body ends.
-struct Lease {
+pub(crate) struct Lease {
     endpoint: Arc<EndpointConnections>,
     sender: SendRequest<ProxyBody>,
     local: SocketAddr,
@@ -169,13 +169,7 @@ impl UpstreamPool {
             None
         } else {
             let sent = Arc::new(AtomicBool::new(false));
-            req = req.map(|body| {
-                SentBody {
-                    inner: body,
-                    sent: sent.clone(),
-                }
-                .boxed()
-            });
+            req = req.map(|body| sent_body(body, sent.clone()).boxed());
             Some(sent)
         };
         loop {
@@ -244,39 +238,33 @@ fn lend(
         local,
         request_sent,
     };
-    let resp = resp.map(|inner| {
-        let mut body = PooledBody {
-            inner,
-            lease: Some(lease),
-        };
-        // A response without a body (204, 304, HEAD) frees the connection at once.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    });
+    let resp = resp.map(|inner| pooled_body(inner, lease));
     (resp, local)
 }
 
-/// A request body that says when it has been read to its end.
-struct SentBody {
-    inner: ProxyBody,
-    sent: Arc<AtomicBool>,
+/// What a poll of a body gave.
+type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// A body passed through unchanged, with `watch` told of each poll's outcome and of
+/// whether the body has ended; what `watch` needs to remember is kept in `state`.
+pub(crate) struct Watched<B, S> {
+    inner: B,
+    state: S,
+    watch: fn(&mut S, &Polled, bool),
 }
 
-impl Body for SentBody {
+impl<B, S> Body for Watched<B, S>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    S: Unpin,
+{
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
-            this.sent.store(true, Ordering::Release);
-        }
+        (this.watch)(&mut this.state, &polled, this.inner.is_end_stream());
         polled
     }
 
@@ -286,51 +274,49 @@ impl Body for SentBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body that sets its flag once it has been read to its end.
+fn sent_body(body: ProxyBody, sent: Arc<AtomicBool>) -> Watched<ProxyBody, Arc<AtomicBool>> {
+    Watched {
+        inner: body,
+        state: sent,
+        watch: |sent, polled, ended| {
+            if ended || matches!(polled, Poll::Ready(None)) {
+                sent.store(true, Ordering::Release);
+            }
+        },
     }
 }
 
 /// A response body from a pooled connection: the connection goes back to its
 /// endpoint's pool when the body has been read to its end. A body dropped before its
 /// end takes the connection with it (HTTP/1.1 cannot reuse it mid-message).
-pub(crate) struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
+pub(crate) type PooledBody = Watched<Incoming, Option<Lease>>;
 
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.give_back();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+fn pooled_body(inner: Incoming, lease: Lease) -> PooledBody {
+    let mut body = Watched {
+        inner,
+        state: Some(lease),
+        watch: |lease, polled, ended| match polled {
+            Poll::Ready(None) => release(lease),
+            Poll::Ready(Some(Ok(_))) if ended => release(lease),
             // An error leaves the connection unusable: drop it.
-            Poll::Ready(Some(Err(_))) => this.lease = None,
+            Poll::Ready(Some(Err(_))) => *lease = None,
             _ => {}
-        }
-        polled
+        },
+    };
+    // A response without a body (204, 304, HEAD) frees the connection at once.
+    if body.inner.is_end_stream() {
+        release(&mut body.state);
     }
+    body
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+fn release(lease: &mut Option<Lease>) {
+    if let Some(lease) = lease.take() {
+        lease.give_back();
     }
 }
 
