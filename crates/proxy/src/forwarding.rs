@@ -133,8 +133,7 @@ impl Proxy {
             .authority_rewrite
             .as_deref()
             .or(choice.request_headers.authority.as_deref())
-            .unwrap_or(authority)
-            .to_string();
+            .unwrap_or(authority);
 
         // Keep the body when it may be sent more than once.
         let wants_replay = fwd.retry.attempts > 0 || !fwd.mirrors.is_empty();
@@ -163,7 +162,7 @@ impl Proxy {
                         &mirror.cluster,
                         &parts,
                         bytes.clone(),
-                        &authority,
+                        authority,
                         new_path.as_deref(),
                     );
                 }
@@ -213,7 +212,7 @@ impl Proxy {
                 // TLS origination: SNI from `sni`, else the Host sent upstream (auto_sni).
                 if let Some(tls) = &cluster.policy.tls {
                     req.extensions_mut()
-                        .insert(crate::tls::UpstreamTls::for_request(tls, &authority));
+                        .insert(crate::tls::UpstreamTls::for_request(tls, authority));
                 }
                 if let Ok(mut last) = last_endpoint.lock() {
                     *last = Some(endpoint);
@@ -224,7 +223,7 @@ impl Proxy {
                         req,
                         from,
                         endpoint,
-                        Some(&authority),
+                        Some(authority),
                         new_path.as_deref(),
                         per_try,
                     )

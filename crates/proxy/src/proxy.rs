@@ -392,7 +392,13 @@ impl Proxy {
             }
         }
         let authority = request_authority(&req);
-        let path = path_and_query(req.uri()).to_string();
+        // Shared with the request's URI (no copy); borrowed by the routing below.
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = path_and_query.as_str();
         if let ListenerRole::Gateway { .. } = role {
             append_forwarded_for(req.headers_mut(), peer);
         }
@@ -410,7 +416,7 @@ impl Proxy {
                 entry: AccessLogEntry {
                     start_time: Some(Utc::now()),
                     method: req.method().as_str().to_string(),
-                    path: path.clone(),
+                    path: path.to_string(),
                     protocol: version_str(req.version()),
                     user_agent: header(&http::header::USER_AGENT),
                     request_id: header(&X_REQUEST_ID),
@@ -443,11 +449,11 @@ impl Proxy {
                 forward.await.with_cluster(&cluster).with_route("default")
             }
             ListenerRole::SidecarOutbound => {
-                let route = Box::pin(self.route_outbound(req, from, authority.clone(), path));
+                let route = Box::pin(self.route_outbound(req, from, authority.as_deref(), path));
                 route.await
             }
             ListenerRole::Gateway { service_port } => {
-                self.route_at_gateway(req, from, authority.clone(), path, service_port)
+                self.route_at_gateway(req, from, authority.as_deref(), path, service_port)
                     .await
             }
         };
@@ -534,10 +540,10 @@ impl Proxy {
         &self,
         req: Request<ProxyBody>,
         from: Downstream,
-        authority: Option<String>,
-        path: String,
+        authority: Option<&str>,
+        path: &str,
     ) -> Outcome {
-        if let Some(refused) = ambiguous_target(&req, authority.as_deref()) {
+        if let Some(refused) = ambiguous_target(&req, authority) {
             return refused;
         }
         let Some(authority) = authority else {
@@ -553,23 +559,23 @@ impl Proxy {
         } else {
             80
         };
-        let (host, port) = split_authority(&authority, default_port);
+        let (host, port) = split_authority(authority, default_port);
         let tables = self.tables.load();
         let Some(table) = tables.route_table(u32::from(port)) else {
             let catch_all =
-                Box::pin(self.catch_all(req, from, &authority, &host, port, &tables, None));
+                Box::pin(self.catch_all(req, from, authority, &host, port, &tables, None));
             return catch_all.await;
         };
-        let Some(vhost) = table.select_virtual_host(&authority) else {
+        let Some(vhost) = table.select_virtual_host(authority) else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
         if vhost.catch_all.is_some() {
             let route = vhost.routes.first().map(|r| r.name.clone());
             let catch_all =
-                Box::pin(self.catch_all(req, from, &authority, &host, port, &tables, route));
+                Box::pin(self.catch_all(req, from, authority, &host, port, &tables, route));
             return catch_all.await;
         }
-        self.route_in_vhost(req, from, &tables, vhost, &authority, &host, port, path)
+        self.route_in_vhost(req, from, &tables, vhost, authority, &host, port, path)
             .await
     }
 
@@ -578,11 +584,11 @@ impl Proxy {
         &self,
         req: Request<ProxyBody>,
         from: Downstream,
-        authority: Option<String>,
-        path: String,
+        authority: Option<&str>,
+        path: &str,
         service_port: u32,
     ) -> Outcome {
-        if let Some(refused) = ambiguous_target(&req, authority.as_deref()) {
+        if let Some(refused) = ambiguous_target(&req, authority) {
             return refused;
         }
         let Some(authority) = authority else {
@@ -593,15 +599,15 @@ impl Proxy {
                 "missing_host_header",
             );
         };
-        let (host, port) = split_authority(&authority, u16::try_from(service_port).unwrap_or(80));
+        let (host, port) = split_authority(authority, u16::try_from(service_port).unwrap_or(80));
         let tables = self.tables.load();
         let vhost = tables
             .route_table(service_port)
-            .and_then(|t| t.select_virtual_host(&authority));
+            .and_then(|t| t.select_virtual_host(authority));
         let Some(vhost) = vhost else {
             return Outcome::local(StatusCode::NOT_FOUND, "", "NR", "route_not_found");
         };
-        self.route_in_vhost(req, from, &tables, vhost, &authority, &host, port, path)
+        self.route_in_vhost(req, from, &tables, vhost, authority, &host, port, path)
             .await
     }
 
@@ -615,14 +621,14 @@ impl Proxy {
         authority: &str,
         host: &str,
         port: u16,
-        path: String,
+        path: &str,
     ) -> Outcome {
         let scheme = req.uri().scheme_str().unwrap_or("http");
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
             authority,
-            path_and_query: &path,
+            path_and_query: path,
             headers: req.headers(),
         };
         let Some(route) = vhost.select_route(&view) else {
@@ -640,7 +646,7 @@ impl Proxy {
                 passthrough.await
             }
             RouteAction::Redirect(redirect) => {
-                let location = redirect.location(scheme, authority, &path);
+                let location = redirect.location(scheme, authority, path);
                 let status =
                     StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                 let mut o = Outcome::local(status, "", "-", "direct_response");
@@ -651,7 +657,7 @@ impl Proxy {
             }
             RouteAction::Forward(fwd) => {
                 let forward = Box::pin(
-                    self.forward_route(req, from, tables, fwd, authority, host, port, &path),
+                    self.forward_route(req, from, tables, fwd, authority, host, port, path),
                 );
                 forward.await
             }
@@ -1105,10 +1111,6 @@ pub(crate) fn valid_authority(authority: &str) -> bool {
         }
     };
     port_ok && host_ok
-}
-
-fn path_and_query(uri: &Uri) -> &str {
-    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
 /// The `x-envoy-upstream-service-time` value for `ms`: the common values (under a
