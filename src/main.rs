@@ -250,8 +250,8 @@ impl Drop for WorkerThreads {
 
 /// Half the CPUs, at least one: the proxies of a local mesh share the machine with its
 /// workloads (and, in a benchmark, with the load generator). On the 2-CPU machine of
-/// docs/PERFORMANCE.md one thread served more requests per CPU second and a higher
-/// maximum rate than two.
+/// docs/PERFORMANCE.md one worker used less CPU per request at fixed rates than two, and
+/// two did not give a higher maximum rate reliably.
 fn default_proxy_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| (n.get() / 2).max(1))

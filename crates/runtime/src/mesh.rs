@@ -46,7 +46,7 @@ pub struct MeshSettings {
     pub exe: PathBuf,
     /// The worker threads that serve the proxies (`meshbox up`: single-threaded
     /// runtimes of their own, so that control-plane work never shares their threads).
-    /// None: the current runtime.
+    /// Empty (the default): the current runtime.
     pub workers: meshbox_proxy::Workers,
 }
 
