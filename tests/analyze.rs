@@ -13,20 +13,9 @@ const NS: &str = "dev-service-mesh";
 
 /// The course's step-5 state: ingress to ServiceA, all traffic to ServiceC, egress
 /// through the egress gateway.
-const FINAL_STATE: [&str; 12] = [
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "service-c-deployment.yml",
-    "service-c-srv.yml",
-    "producer-internal-host-100-c-vs.yml",
-    "worldtime-host-se.yml",
-    "worldtime-gw.yml",
-    "outbound-srv-c-to-worldtime-vs.yml",
-];
+fn final_state() -> Vec<&'static str> {
+    common::course(&[&common::course_to_c(), &common::WORLDTIME_EGRESS])
+}
 
 /// What `istioctl install --set components.egressGateways[0]...` asks for, as a file.
 const EGRESS_IOP: &str = "\
@@ -86,7 +75,7 @@ fn with_files(files: &[String]) -> Vec<String> {
 #[test]
 fn the_course_final_state_is_clean() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut files: Vec<String> = FINAL_STATE.iter().map(|f| manifest(f)).collect();
+    let mut files: Vec<String> = final_state().iter().map(|f| manifest(f)).collect();
     files.push(write(dir.path(), "install.yaml", EGRESS_IOP));
     let out = analyze(&with_files(&files), None);
     assert_eq!(

@@ -17,7 +17,7 @@ const NS: &str = "dev-service-mesh";
 #[test]
 fn the_ingress_gateway_serves_h2c_streams_on_one_connection_and_logs_http2() {
     let mesh = MeshProcess::start(&["-n", NS, "--set", "meshConfig.accessLogFile=/dev/stdout"]);
-    mesh.apply(&common::COURSE_A_TO_B);
+    mesh.apply(&common::course_a_to_b());
     mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

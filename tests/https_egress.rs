@@ -186,17 +186,7 @@ fn service_c_gets_the_https_only_site_because_the_mesh_originates_tls() {
         "--connect-to",
         &connect_to,
     ]);
-    mesh.apply(&[
-        "serviceA-v1-deployment.yml",
-        "serviceA-srv.yml",
-        "serviceA-gw.yml",
-        "inbound-to-serviceA-vs.yml",
-        "service-b-deployment.yml",
-        "producer-internal-host.yml",
-        "service-c-deployment.yml",
-        "service-c-srv.yml",
-        "producer-internal-host-100-c-vs.yml",
-    ]);
+    mesh.apply(&common::course_to_c());
     let ca = write_file(&mesh, "ca.pem", &pki.ca_pem);
     let out = apply_yaml(&mesh, "origination.yaml", &origination(&ca));
     assert!(!out.contains("not enforced"), "{out}");

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, manifest, meshbox, MeshProcess};
 
-const BASE: [&str; 7] = common::COURSE_A_TO_B;
-
 fn start_course_mesh(extra: &[&str]) -> MeshProcess {
     let mut args = vec![
         "-n",
@@ -26,7 +24,7 @@ fn start_course_mesh(extra: &[&str]) -> MeshProcess {
     ];
     args.extend_from_slice(extra);
     let mesh = MeshProcess::start(&args);
-    mesh.apply(&BASE);
+    mesh.apply(&common::course_a_to_b());
     mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
     mesh
 }
@@ -334,7 +332,7 @@ fn stopping_the_mesh_leaves_no_process_behind() {
 fn install_turns_access_logs_on_and_to_json_without_restarts() {
     // Istio's default profile writes no access log (meshConfig.accessLogFile is empty).
     let mesh = MeshProcess::start(&["-n", "dev-service-mesh"]);
-    mesh.apply(&BASE);
+    mesh.apply(&common::course_a_to_b());
     mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
     assert_eq!(
         mesh.logs("istio-ingressgateway", "istio-system"),

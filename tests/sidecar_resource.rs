@@ -266,16 +266,10 @@ fn egress_hosts_make_a_service_invisible_to_one_workload() {
         "--set",
         "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
     ]);
-    mesh.apply(&[
-        "serviceA-v1-deployment.yml",
-        "serviceA-srv.yml",
-        "serviceA-gw.yml",
-        "inbound-to-serviceA-vs.yml",
-        "service-b-deployment.yml",
-        "producer-internal-host.yml",
-        "service-c-deployment.yml",
-        "service-c-srv.yml",
-    ]);
+    mesh.apply(&common::course(&[
+        &common::COURSE_START,
+        &common::SERVICE_C,
+    ]));
     wait_for_body(&mesh, "/service-a", "Hello from ServiceB!");
 
     // ServiceA's Sidecar imports only istio-system: producer-internal-host is unknown

@@ -12,24 +12,6 @@ const SERVICE_C: &str = "outbound|80||service-c-srv.dev-service-mesh.svc.cluster
 const EGRESS: &str = "outbound|80||istio-egressgateway.istio-system.svc.cluster.local";
 const WORLDTIME: &str = "outbound|80||worldtimeapi.org";
 
-const STEPS_1_TO_3: &[&str] = &[
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "service-c-deployment.yml",
-    "service-c-srv.yml",
-    "producer-internal-host-50-c-vs.yml",
-];
-
-const EGRESS_STEP: &[&str] = &[
-    "worldtime-host-se.yml",
-    "worldtime-gw.yml",
-    "outbound-srv-c-to-worldtime-vs.yml",
-];
-
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
@@ -63,7 +45,7 @@ fn trace_and_proxy_config_follow_the_running_course_mesh() {
         "--stand-in",
         "worldtimeapi.org:80=worldtime",
     ]);
-    mesh.apply(STEPS_1_TO_3);
+    mesh.apply(&common::course_to_split());
     mesh.wait_for("/service-a", |s, _| s == 200);
 
     // Step 3: ServiceA's sidecar splits producer-internal-host 50/50.
@@ -169,7 +151,7 @@ fn trace_and_proxy_config_follow_the_running_course_mesh() {
     );
 
     // Step 4: the egress gateway.
-    mesh.apply(EGRESS_STEP);
+    mesh.apply(&common::WORLDTIME_EGRESS);
     mesh.ok(&[
         "install",
         "--set",
@@ -392,7 +374,7 @@ fn offline_trace_and_proxy_config_on_the_course_files() {
     // The 50/50 split, REGISTRY_ONLY, from ServiceA's would-be pod.
     let mut args = vec!["trace".to_string()];
     args.extend(with_files(
-        STEPS_1_TO_3,
+        &common::course_to_split(),
         &[
             "-n",
             NS,
@@ -417,7 +399,7 @@ fn offline_trace_and_proxy_config_on_the_course_files() {
     assert!(out.contains("10.0.0."), "{out}");
 
     // Later files replace earlier ones, as successive applies do.
-    let mut files = STEPS_1_TO_3.to_vec();
+    let mut files = common::course_to_split();
     files.push("producer-internal-host-100-c-vs.yml");
     let mut args = vec!["trace".to_string()];
     args.extend(with_files(
@@ -441,7 +423,7 @@ fn offline_trace_and_proxy_config_on_the_course_files() {
         "clusters".into(),
         "service-a-v1-deployment".into(),
     ];
-    args.extend(with_files(STEPS_1_TO_3, &["-n", NS]));
+    args.extend(with_files(&common::course_to_split(), &["-n", NS]));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = offline(&refs);
     assert!(ok, "{err}");
@@ -455,7 +437,10 @@ fn offline_trace_and_proxy_config_on_the_course_files() {
         "routes".into(),
         "istio-ingressgateway".into(),
     ];
-    args.extend(with_files(STEPS_1_TO_3, &["-n", NS, "-o", "json"]));
+    args.extend(with_files(
+        &common::course_to_split(),
+        &["-n", NS, "-o", "json"],
+    ));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = offline(&refs);
     assert!(ok, "{err}");
@@ -468,7 +453,10 @@ fn offline_trace_and_proxy_config_on_the_course_files() {
 
     // An unknown --from names what there is.
     let mut args = vec!["trace".to_string()];
-    args.extend(with_files(STEPS_1_TO_3, &["--from", "nope", "http://x/"]));
+    args.extend(with_files(
+        &common::course_to_split(),
+        &["--from", "nope", "http://x/"],
+    ));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, err) = offline(&refs);
     assert!(!ok);

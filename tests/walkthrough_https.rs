@@ -119,17 +119,7 @@ fn readme_https_and_tls_origination_steps() {
     ]);
     // Steps 1 to 5 of the scenario, ending with all traffic to ServiceC through the
     // egress gateway.
-    mesh.apply(&[
-        "serviceA-v1-deployment.yml",
-        "serviceA-srv.yml",
-        "serviceA-gw.yml",
-        "inbound-to-serviceA-vs.yml",
-        "service-b-deployment.yml",
-        "producer-internal-host.yml",
-        "service-c-deployment.yml",
-        "service-c-srv.yml",
-        "producer-internal-host-100-c-vs.yml",
-    ]);
+    mesh.apply(&common::course_to_c());
     mesh.ok(&[
         "install",
         "--set",

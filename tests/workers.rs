@@ -22,7 +22,7 @@ fn three_workers_serve_the_course_path_whichever_worker_takes_the_connection() {
         .count();
     assert_eq!(threads, 3, "worker threads");
 
-    mesh.apply(&common::COURSE_A_TO_B);
+    mesh.apply(&common::course_a_to_b());
     mesh.wait_for("/service-a", |_, b| b.contains("Hello from ServiceB!"));
 
     // Every GET opens a connection of its own, so the gateway's and the sidecars'

@@ -10,17 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The course's first two steps (ingress → ServiceA → ServiceB), by file name in the
-/// course's manifests: after them `/service-a` answers "Hello from ServiceB!".
-pub const COURSE_A_TO_B: [&str; 7] = [
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "producer-internal-host-vs.yml",
-];
+// The course's manifests by file name, shared with the routing crate's tests.
+#[path = "../../crates/routing/tests/common/course.rs"]
+mod course;
+#[allow(unused_imports)]
+pub use course::*;
 
 /// The course's manifests, as copied into examples/.
 pub fn manifests() -> PathBuf {

@@ -11,24 +11,9 @@ use meshbox_routing::dump::{
 };
 use meshbox_routing::MeshState;
 
-const EGRESS_STEP: &[&str] = &[
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "service-c-deployment.yml",
-    "service-c-srv.yml",
-    "producer-internal-host-50-c-vs.yml",
-    "worldtime-host-se.yml",
-    "worldtime-gw.yml",
-    "outbound-srv-c-to-worldtime-vs.yml",
-];
-
 fn course_store() -> Store {
     let mut store = Store::new();
-    for f in EGRESS_STEP {
+    for f in course(&[&course_to_split(), &WORLDTIME_EGRESS]) {
         apply_example(&mut store, f);
     }
     store

@@ -47,18 +47,6 @@ fn course_store(files: &[&str]) -> Store {
     store
 }
 
-const STEP_1_TO_3: &[&str] = &[
-    "serviceA-v1-deployment.yml",
-    "serviceA-srv.yml",
-    "serviceA-gw.yml",
-    "inbound-to-serviceA-vs.yml",
-    "service-b-deployment.yml",
-    "producer-internal-host.yml",
-    "service-c-deployment.yml",
-    "service-c-srv.yml",
-    "producer-internal-host-50-c-vs.yml",
-];
-
 const PRODUCER_WITH_RULES: &str = "
 apiVersion: v1
 kind: Service
@@ -232,7 +220,7 @@ fn a_header_selects_the_second_rule_with_its_timeout() {
 
 #[test]
 fn weighted_split_shows_both_clusters_with_their_weights_and_pods() {
-    let store = course_store(STEP_1_TO_3);
+    let store = course_store(&course_to_split());
     let pods = course_pods();
     let t = trace_from(
         &store,
@@ -282,7 +270,7 @@ fn weighted_split_shows_both_clusters_with_their_weights_and_pods() {
 
 #[test]
 fn registry_only_block_all_answers_502_and_asks_for_a_service_entry() {
-    let store = course_store(STEP_1_TO_3);
+    let store = course_store(&course_to_split());
     let pods = course_pods();
     let t = trace_from(
         &store,
@@ -313,7 +301,7 @@ fn registry_only_block_all_answers_502_and_asks_for_a_service_entry() {
 
 #[test]
 fn allow_any_passes_unknown_hosts_through() {
-    let store = course_store(STEP_1_TO_3);
+    let store = course_store(&course_to_split());
     let pods = course_pods();
     let t = trace_from(
         &store,
@@ -334,7 +322,7 @@ fn allow_any_passes_unknown_hosts_through() {
 
 #[test]
 fn a_port_no_service_uses_falls_to_the_catch_all() {
-    let store = course_store(STEP_1_TO_3);
+    let store = course_store(&course_to_split());
     let pods = course_pods();
     let t = trace_from(
         &store,
@@ -360,7 +348,7 @@ fn a_port_no_service_uses_falls_to_the_catch_all() {
 
 #[test]
 fn the_sidecar_follows_the_request_into_the_egress_gateway() {
-    let mut files = STEP_1_TO_3.to_vec();
+    let mut files = course_to_split();
     files.extend([
         "worldtime-host-se.yml",
         "worldtime-gw.yml",
@@ -419,7 +407,7 @@ fn the_sidecar_follows_the_request_into_the_egress_gateway() {
 
 #[test]
 fn at_the_egress_gateway_the_second_rule_sends_to_worldtimeapi() {
-    let mut files = STEP_1_TO_3.to_vec();
+    let mut files = course_to_split();
     files.extend([
         "worldtime-host-se.yml",
         "worldtime-gw.yml",
@@ -710,7 +698,7 @@ fn requests_parse_like_curl() {
 
 #[test]
 fn the_trace_serializes_to_json_with_tagged_steps() {
-    let store = course_store(STEP_1_TO_3);
+    let store = course_store(&course_to_split());
     let pods = course_pods();
     let t = trace_from(
         &store,

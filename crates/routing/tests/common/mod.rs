@@ -15,6 +15,10 @@ use meshbox_config::{load_str, LoadOptions, MeshOptions, Store};
 use meshbox_routing::tables::{ForwardAction, Route, VirtualHost};
 use meshbox_routing::{ProxyTables, RequestView, RouteAction, WorkloadInstance};
 
+mod course;
+#[allow(unused_imports)]
+pub use course::*;
+
 /// The course's namespace.
 pub const NS: &str = "dev-service-mesh";
 
