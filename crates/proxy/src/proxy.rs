@@ -543,16 +543,9 @@ impl Proxy {
         authority: Option<&str>,
         path: &str,
     ) -> Outcome {
-        if let Some(refused) = ambiguous_target(&req, authority) {
-            return refused;
-        }
-        let Some(authority) = authority else {
-            return Outcome::local(
-                StatusCode::BAD_REQUEST,
-                "missing Host header\n",
-                "-",
-                "missing_host_header",
-            );
+        let authority = match routable_authority(&req, authority) {
+            Ok(a) => a,
+            Err(refused) => return refused,
         };
         let default_port = if req.uri().scheme_str() == Some("https") {
             443
@@ -588,16 +581,9 @@ impl Proxy {
         path: &str,
         service_port: u32,
     ) -> Outcome {
-        if let Some(refused) = ambiguous_target(&req, authority) {
-            return refused;
-        }
-        let Some(authority) = authority else {
-            return Outcome::local(
-                StatusCode::BAD_REQUEST,
-                "missing Host header\n",
-                "-",
-                "missing_host_header",
-            );
+        let authority = match routable_authority(&req, authority) {
+            Ok(a) => a,
+            Err(refused) => return refused,
         };
         let (host, port) = split_authority(authority, u16::try_from(service_port).unwrap_or(80));
         let tables = self.tables.load();
@@ -1083,6 +1069,27 @@ fn request_authority<B>(req: &Request<B>) -> Option<String> {
     req.headers()
         .get(HOST)
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+}
+
+/// The authority a request is routed by, or the 400 that refuses it: an ambiguous
+/// target (see [`ambiguous_target`]) or no Host at all (the rare case; a large `Err` is
+/// accepted for it).
+#[allow(clippy::result_large_err)]
+fn routable_authority<'a, B>(
+    req: &Request<B>,
+    authority: Option<&'a str>,
+) -> Result<&'a str, Outcome> {
+    if let Some(refused) = ambiguous_target(req, authority) {
+        return Err(refused);
+    }
+    authority.ok_or_else(|| {
+        Outcome::local(
+            StatusCode::BAD_REQUEST,
+            "missing Host header\n",
+            "-",
+            "missing_host_header",
+        )
+    })
 }
 
 /// A request whose target could be read two ways is refused before routing (400), so
