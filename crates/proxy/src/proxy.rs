@@ -443,10 +443,11 @@ impl Proxy {
             // Each box is made in a statement of its own: a temporary in the statement
             // that awaits stays in the caller's state (the whole unboxed future, here).
             ListenerRole::SidecarInbound { port, app } => {
-                let cluster = format!("inbound|{port}||");
                 let forward =
                     Box::pin(self.forward(req, from, app, authority.as_deref(), None, None));
-                forward.await.with_cluster(&cluster).with_route("default")
+                let mut outcome = forward.await.with_route("default");
+                outcome.cluster = Some(format!("inbound|{port}||"));
+                outcome
             }
             ListenerRole::SidecarOutbound => {
                 let route = Box::pin(self.route_outbound(req, from, authority.as_deref(), path));
