@@ -13,8 +13,11 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
 
+/// The error of a [`ProxyBody`]: hyper's, or the upstream exchange's own (h1.rs).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type every proxy listener answers with.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// An access log line waiting for its response to finish.
 pub struct PendingLog {
@@ -132,12 +135,12 @@ impl Drop for AbandonGuard {
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

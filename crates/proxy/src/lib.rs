@@ -9,6 +9,7 @@ pub mod access_log;
 mod balancer;
 pub mod body;
 mod forwarding;
+mod h1;
 pub mod metrics;
 mod pool;
 pub mod proxy;

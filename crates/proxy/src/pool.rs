@@ -11,6 +11,11 @@
 //! to its endpoint when its response body ends. TLS origination still goes through
 //! hyper-util's client (tls.rs).
 //!
+//! A request without a body (most requests) is exchanged by the request's own task
+//! over an [`H1Connection`] (h1.rs); a request with a body goes through hyper's client
+//! connection, which sends the body while it reads the answer. Each kind has its own
+//! idle connections.
+//!
 //! As Envoy and hyper-util do, a request that a reused connection could not take (the
 //! upstream closed it while idle) is sent again on a new connection; idle connections
 //! older than [`IDLE_TIMEOUT`] are dropped when their endpoint is next used.
@@ -31,7 +36,8 @@ use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::h1::{H1Body, H1Connection, H1Error};
 
 /// How long an idle upstream connection is kept (here and in hyper-util's clients
 /// for TLS origination and mirrors).
@@ -51,6 +57,8 @@ pub(crate) enum UpstreamError {
     /// The connection failed or was closed while the request was sent or before the
     /// response headers arrived (Envoy: connection termination, `UC`).
     Exchange(hyper::Error),
+    /// The same, on a connection this proxy drives itself (a request without a body).
+    Plain(H1Error),
 }
 
 impl UpstreamError {
@@ -64,6 +72,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(e) => format!("tcp connect error: {e}"),
             UpstreamError::Exchange(e) => crate::proxy::error_chain(e),
+            UpstreamError::Plain(e) => e.to_string(),
         }
     }
 }
@@ -78,7 +87,15 @@ pub(crate) struct UpstreamPool {
 /// The idle connections to one endpoint, most recently used last.
 #[derive(Default)]
 struct EndpointConnections {
+    /// hyper's client connections, for requests with a body.
     idle: Mutex<Vec<IdleConnection>>,
+    /// Connections for requests without a body.
+    plain: Mutex<Vec<IdlePlain>>,
+}
+
+struct IdlePlain {
+    conn: H1Connection,
+    since: Instant,
 }
 
 struct IdleConnection {
@@ -161,17 +178,62 @@ impl UpstreamPool {
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(Response<PooledBody>, SocketAddr), UpstreamError> {
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
-        // A request with a body says when the body has been sent whole (see `Lease`).
-        let request_sent = if req.body().is_end_stream() {
-            None
-        } else {
-            let sent = Arc::new(AtomicBool::new(false));
-            req = req.map(|body| sent_body(body, sent.clone()).boxed());
-            Some(sent)
-        };
+        if req.body().is_end_stream() {
+            let (parts, _) = req.into_parts();
+            return self.send_bodiless(addr, endpoint, &parts).await;
+        }
+        // Boxed: the rarer case, kept out of the state of every request without a body.
+        let send = Box::pin(self.send_with_body(addr, endpoint, req));
+        send.await
+    }
+
+    /// A request without a body, on this proxy's own connections (h1.rs).
+    async fn send_bodiless(
+        &self,
+        addr: SocketAddr,
+        endpoint: Arc<EndpointConnections>,
+        parts: &http::request::Parts,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
+        loop {
+            let reused = endpoint.plain.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(mut idle) = reused else { break };
+            if idle.since.elapsed() > IDLE_TIMEOUT || !idle.conn.is_open_when_idle() {
+                continue;
+            }
+            let local = idle.conn.local();
+            match idle.conn.exchange(parts).await {
+                Ok(resp) => return Ok((lend_plain(resp, endpoint), local)),
+                // Closed by the upstream as it was reused, before a byte of an answer:
+                // an idempotent request goes again on another connection, as HTTP
+                // clients do (RFC 9110 §9.2.2).
+                Err(e) if e.is_unanswered() && parts.method.is_idempotent() => continue,
+                Err(e) => return Err(UpstreamError::Plain(e)),
+            }
+        }
+        // Boxed: a new connection is the rare case, kept out of every request's state.
+        let connect = Box::pin(H1Connection::connect(addr, self.connect_timeout));
+        let conn = connect.await.map_err(UpstreamError::Connect)?;
+        let local = conn.local();
+        match conn.exchange(parts).await {
+            Ok(resp) => Ok((lend_plain(resp, endpoint), local)),
+            Err(e) => Err(UpstreamError::Plain(e)),
+        }
+    }
+
+    /// A request with a body, on hyper's client connections.
+    async fn send_with_body(
+        &self,
+        addr: SocketAddr,
+        endpoint: Arc<EndpointConnections>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
+        // The request says when its body has been sent whole (see `Lease`).
+        let sent = Arc::new(AtomicBool::new(false));
+        req = req.map(|body| sent_body(body, sent.clone()).boxed());
+        let request_sent = Some(sent);
         loop {
             let reused = endpoint.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some(mut conn) = reused else { break };
@@ -187,9 +249,7 @@ impl UpstreamPool {
                 },
             }
         }
-        // Boxed: a new connection is the rare case, kept out of every request's state.
-        let connect = Box::pin(self.connect(addr));
-        let (mut sender, local) = connect.await?;
+        let (mut sender, local) = self.connect(addr).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok(lend(resp, endpoint, sender, local, request_sent)),
             Err(e) => Err(UpstreamError::Exchange(e)),
@@ -231,40 +291,97 @@ fn lend(
     sender: SendRequest<ProxyBody>,
     local: SocketAddr,
     request_sent: Option<Arc<AtomicBool>>,
-) -> (Response<PooledBody>, SocketAddr) {
+) -> (Response<ProxyBody>, SocketAddr) {
     let lease = Lease {
         endpoint,
         sender,
         local,
         request_sent,
     };
-    let resp = resp.map(|inner| pooled_body(inner, lease));
+    let resp = resp.map(|inner| pooled_body(inner, lease).map_err(BoxError::from).boxed());
     (resp, local)
 }
 
-/// What a poll of a body gave.
-type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+/// The response of a bodiless request, whose body puts the connection back in the
+/// endpoint's pool when it ends.
+fn lend_plain(resp: Response<H1Body>, endpoint: Arc<EndpointConnections>) -> Response<ProxyBody> {
+    resp.map(|inner| {
+        let mut body = Watched {
+            inner,
+            state: endpoint,
+            watch: |body, endpoint, seen| {
+                if seen != Seen::Pending {
+                    give_back_plain(body, endpoint);
+                }
+            },
+        };
+        // A response without a body (204, 304, HEAD) frees the connection at once.
+        give_back_plain(&mut body.inner, &body.state);
+        body.map_err(BoxError::from).boxed()
+    })
+}
 
-/// A body passed through unchanged, with `watch` told of each poll's outcome and of
-/// whether the body has ended; what `watch` needs to remember is kept in `state`.
+/// Puts the connection of a body that has ended back with its endpoint.
+fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections) {
+    let Some(conn) = body.take_reusable() else {
+        return;
+    };
+    if let Ok(mut idle) = endpoint.plain.lock() {
+        let now = Instant::now();
+        let stale = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(IdlePlain { conn, since: now });
+        }
+    }
+}
+
+/// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Nothing yet.
+    Pending,
+    /// A frame; the body goes on.
+    Frame,
+    /// The last frame, or the end.
+    End,
+    /// An error.
+    Failed,
+}
+
+/// A body passed through unchanged, with `watch` told of each poll's outcome; what
+/// `watch` needs to remember is kept in `state`.
 pub(crate) struct Watched<B, S> {
     inner: B,
     state: S,
-    watch: fn(&mut S, &Polled, bool),
+    watch: fn(&mut B, &mut S, Seen),
 }
 
 impl<B, S> Body for Watched<B, S>
 where
-    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
     S: Unpin,
 {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        (this.watch)(&mut this.state, &polled, this.inner.is_end_stream());
+        let seen = match &polled {
+            Poll::Pending => Seen::Pending,
+            Poll::Ready(None) => Seen::End,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => Seen::End,
+            Poll::Ready(Some(Ok(_))) => Seen::Frame,
+            Poll::Ready(Some(Err(_))) => Seen::Failed,
+        };
+        (this.watch)(&mut this.inner, &mut this.state, seen);
         polled
     }
 
@@ -282,29 +399,28 @@ fn sent_body(body: ProxyBody, sent: Arc<AtomicBool>) -> Watched<ProxyBody, Arc<A
     Watched {
         inner: body,
         state: sent,
-        watch: |sent, polled, ended| {
-            if ended || matches!(polled, Poll::Ready(None)) {
+        watch: |_, sent, seen| {
+            if seen == Seen::End {
                 sent.store(true, Ordering::Release);
             }
         },
     }
 }
 
-/// A response body from a pooled connection: the connection goes back to its
-/// endpoint's pool when the body has been read to its end. A body dropped before its
-/// end takes the connection with it (HTTP/1.1 cannot reuse it mid-message).
-pub(crate) type PooledBody = Watched<Incoming, Option<Lease>>;
+/// A response body from one of hyper's pooled connections: the connection goes back
+/// to its endpoint's pool when the body has been read to its end. A body dropped
+/// before its end takes the connection with it (HTTP/1.1 cannot reuse it mid-message).
+type PooledBody = Watched<Incoming, Option<Lease>>;
 
 fn pooled_body(inner: Incoming, lease: Lease) -> PooledBody {
     let mut body = Watched {
         inner,
         state: Some(lease),
-        watch: |lease, polled, ended| match polled {
-            Poll::Ready(None) => release(lease),
-            Poll::Ready(Some(Ok(_))) if ended => release(lease),
+        watch: |_, lease, seen| match seen {
+            Seen::End => release(lease),
             // An error leaves the connection unusable: drop it.
-            Poll::Ready(Some(Err(_))) => *lease = None,
-            _ => {}
+            Seen::Failed => *lease = None,
+            Seen::Pending | Seen::Frame => {}
         },
     };
     // A response without a body (204, 304, HEAD) frees the connection at once.
@@ -380,7 +496,7 @@ mod tests {
             .expect("request")
     }
 
-    async fn body_of(resp: Response<PooledBody>) -> Bytes {
+    async fn body_of(resp: Response<ProxyBody>) -> Bytes {
         resp.into_body().collect().await.expect("body").to_bytes()
     }
 
@@ -425,12 +541,12 @@ mod tests {
 
     impl Body for Trickle {
         type Data = Bytes;
-        type Error = hyper::Error;
+        type Error = BoxError;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
             self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
         }
     }
@@ -472,10 +588,15 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let (resp, _) = pool.send(addr, post(Trickle(rx))).await.expect("answer");
         assert_eq!(body_of(resp).await, "11");
-        // The upstream serves one connection only: the second request reuses it.
-        let next = tokio::time::timeout(Duration::from_secs(10), pool.send(addr, get()));
+        // The upstream serves one connection only: the second request with a body
+        // reuses it.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Bytes::from("again")).await.expect("send");
+        drop(tx);
+        let next =
+            tokio::time::timeout(Duration::from_secs(10), pool.send(addr, post(Trickle(rx))));
         let (resp, _) = next.await.expect("reused").expect("answer");
-        assert_eq!(body_of(resp).await, "0");
+        assert_eq!(body_of(resp).await, "5");
     }
 
     /// An upstream may answer before it has read the request body. The connection is

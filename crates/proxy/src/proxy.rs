@@ -27,7 +27,7 @@ use meshbox_routing::{ProxyTables, RequestView, RouteAction};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
 use crate::balancer::{Clock, ClusterStates};
-use crate::body::{AbandonGuard, CountingBody, LoggedBody, PendingLog, ProxyBody};
+use crate::body::{AbandonGuard, BoxError, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
 
 /// Where a request came from, handed down the routing functions as a parameter (kept
@@ -434,7 +434,11 @@ impl Proxy {
         });
         let counter = received.clone();
         let metric_received = received;
-        let req = req.map(move |body| CountingBody::new(body, counter).boxed());
+        let req = req.map(move |body| {
+            CountingBody::new(body, counter)
+                .map_err(BoxError::from)
+                .boxed()
+        });
         let from = Downstream { peer, local };
         let mut guard = AbandonGuard(pending_log);
         let outcome = match role {
@@ -835,13 +839,13 @@ impl Proxy {
                                     .get::<crate::tls::UpstreamAddrs>()
                                     .map(|a| a.local)
                             });
-                        Ok((resp.map(|b| b.boxed()), local))
+                        Ok((resp.map(|b| b.map_err(BoxError::from).boxed()), local))
                     }
                     Err(e) => Err(client_failure(&e, endpoint)),
                 }
             } else {
                 match self.pool.send(endpoint, upstream_req).await {
-                    Ok((resp, local)) => Ok((resp.map(|b| b.boxed()), Some(local))),
+                    Ok((resp, local)) => Ok((resp, Some(local))),
                     Err(e) => Err(pool_failure(&e, endpoint)),
                 }
             }
