@@ -183,18 +183,14 @@ impl H1Connection {
     }
 
     /// Reads what the socket has into the read buffer; `Ok(0)` at the end of the stream.
+    /// Through `AsyncRead`, whose short reads tell tokio the socket is drained: the
+    /// next read (or [`Self::is_open_when_idle`]) waits for the reactor instead of
+    /// trying a `recv` that can only fail with `EAGAIN`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_SPACE / 2 {
             self.read.reserve(READ_SPACE);
         }
-        loop {
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    ready!(self.stream.poll_read_ready(cx))?;
-                }
-                done => return Poll::Ready(done),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
     }
 }
 
