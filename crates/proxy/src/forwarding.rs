@@ -18,7 +18,9 @@ use meshbox_routing::ProxyTables;
 
 use crate::balancer::{hash_key, ClusterState};
 use crate::body::ProxyBody;
-use crate::proxy::{dns_failure, Downstream, Outcome, Proxy};
+use crate::proxy::{
+    copy_request, dns_failure, invalid_path, prepare_upstream, Downstream, Outcome, Proxy,
+};
 
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
@@ -181,6 +183,9 @@ impl Proxy {
         } else {
             fwd.retry.per_try_timeout.or(fwd.timeout)
         };
+        // The head sent upstream, made once for every try.
+        let prepared = prepare_upstream(&mut parts, Some(authority), new_path.as_deref());
+        let parts = &parts;
         // The endpoint of the try in flight, for the log line if the route times out.
         let last_try = std::sync::Mutex::new(None::<SocketAddr>);
         let last_endpoint = &last_try;
@@ -208,25 +213,18 @@ impl Proxy {
                     (None, Some(b)) => b,
                     (None, None) => break_outcome(),
                 };
-                let mut req = rebuild(&parts, body);
                 // TLS origination: SNI from `sni`, else the Host sent upstream (auto_sni).
-                if let Some(tls) = &cluster.policy.tls {
-                    req.extensions_mut()
-                        .insert(crate::tls::UpstreamTls::for_request(tls, authority));
-                }
+                let tls = cluster
+                    .policy
+                    .tls
+                    .as_ref()
+                    .map(|tls| crate::tls::UpstreamTls::for_request(tls, authority));
                 if let Ok(mut last) = last_endpoint.lock() {
                     *last = Some(endpoint);
                 }
                 let active = state.start(endpoint);
                 let outcome = self
-                    .forward(
-                        req,
-                        from,
-                        endpoint,
-                        Some(authority),
-                        new_path.as_deref(),
-                        per_try,
-                    )
+                    .forward_prepared(parts, body, tls, from, endpoint, per_try)
                     .await;
                 drop(active);
                 if let Some(policy) = &cluster.policy.outlier {
@@ -264,16 +262,17 @@ impl Proxy {
             }
         };
         // The route timeout covers every try (Envoy's route `timeout`).
-        let mut outcome = match fwd.timeout.filter(|_| retries > 0) {
+        let mut outcome = match (prepared, fwd.timeout.filter(|_| retries > 0)) {
+            (Err(_), _) => invalid_path(),
             // Boxed: a route timeout is the rare case (Istio sets none by default).
-            Some(t) => {
+            (Ok(()), Some(t)) => {
                 let bounded = Box::pin(tokio::time::timeout(t, attempts()));
                 match bounded.await {
                     Ok(o) => o,
                     Err(_) => Outcome::upstream_timeout(last_endpoint.lock().ok().and_then(|l| *l)),
                 }
             }
-            None => attempts().await,
+            (Ok(()), None) => attempts().await,
         };
         if delayed && outcome.flags == "-" {
             outcome.flags = "DI";
@@ -369,7 +368,7 @@ impl Proxy {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into())
         });
-        let mut req = rebuild(
+        let mut req = copy_request(
             parts,
             Full::new(body).map_err(|never| match never {}).boxed(),
         );
@@ -449,17 +448,6 @@ fn hash_input(
             }
         }
     }
-}
-
-/// A request with these parts and a new body (the parts are kept for further tries),
-/// still knowing the listener it came in on.
-fn rebuild(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    req
 }
 
 /// An empty body, for the impossible case of a second try without a kept body.

@@ -172,20 +172,23 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `req` (origin-form URI, its own Host header) to `addr` on a pooled
-    /// connection, or a new one; returns the response, whose body hands the connection
-    /// back when it ends, and the local address of the connection.
+    /// Sends a request (`parts`: origin-form URI, its own Host header) to `addr` on a
+    /// pooled connection, or a new one; returns the response, whose body hands the
+    /// connection back when it ends, and the local address of the connection. The head
+    /// of a request without a body is written from `parts` as they are; a request with
+    /// a body gets a copy of them.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
-        req: Request<ProxyBody>,
+        parts: &http::request::Parts,
+        body: ProxyBody,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
-        if req.body().is_end_stream() {
-            let (parts, _) = req.into_parts();
-            return self.send_bodiless(addr, endpoint, &parts).await;
+        if body.is_end_stream() {
+            return self.send_bodiless(addr, endpoint, parts).await;
         }
         // Boxed: the rarer case, kept out of the state of every request without a body.
+        let req = crate::proxy::copy_request(parts, body);
         let send = Box::pin(self.send_with_body(addr, endpoint, req));
         send.await
     }
@@ -496,6 +499,16 @@ mod tests {
             .expect("request")
     }
 
+    /// `pool.send` with a whole request.
+    async fn send(
+        pool: &UpstreamPool,
+        addr: SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
+        let (parts, body) = req.into_parts();
+        pool.send(addr, &parts, body).await
+    }
+
     async fn body_of(resp: Response<ProxyBody>) -> Bytes {
         resp.into_body().collect().await.expect("body").to_bytes()
     }
@@ -505,7 +518,7 @@ mod tests {
         let (addr, accepted) = upstream(false).await;
         let pool = UpstreamPool::new(Duration::from_secs(5));
         for _ in 0..5 {
-            let (resp, _) = pool.send(addr, get()).await.expect("answer");
+            let (resp, _) = send(&pool, addr, get()).await.expect("answer");
             assert_eq!(body_of(resp).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -516,7 +529,7 @@ mod tests {
         let (addr, accepted) = upstream(true).await;
         let pool = UpstreamPool::new(Duration::from_secs(5));
         for _ in 0..3 {
-            let (resp, _) = pool.send(addr, get()).await.expect("answer");
+            let (resp, _) = send(&pool, addr, get()).await.expect("answer");
             assert_eq!(body_of(resp).await, "ok");
             // Let the client side notice the close before the next request, or not:
             // either way the request must succeed.
@@ -529,9 +542,9 @@ mod tests {
     async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
         let (addr, accepted) = upstream(false).await;
         let pool = UpstreamPool::new(Duration::from_secs(5));
-        let (resp, _) = pool.send(addr, get()).await.expect("answer");
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         drop(resp);
-        let (resp, _) = pool.send(addr, get()).await.expect("answer");
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -586,15 +599,17 @@ mod tests {
             }
         });
         let pool = UpstreamPool::new(Duration::from_secs(5));
-        let (resp, _) = pool.send(addr, post(Trickle(rx))).await.expect("answer");
+        let (resp, _) = send(&pool, addr, post(Trickle(rx))).await.expect("answer");
         assert_eq!(body_of(resp).await, "11");
         // The upstream serves one connection only: the second request with a body
         // reuses it.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(Bytes::from("again")).await.expect("send");
         drop(tx);
-        let next =
-            tokio::time::timeout(Duration::from_secs(10), pool.send(addr, post(Trickle(rx))));
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(&pool, addr, post(Trickle(rx))),
+        );
         let (resp, _) = next.await.expect("reused").expect("answer");
         assert_eq!(body_of(resp).await, "5");
     }
@@ -608,10 +623,10 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(Bytes::from("start")).await.expect("send");
-        let (resp, _) = pool.send(addr, post(Trickle(rx))).await.expect("answer");
+        let (resp, _) = send(&pool, addr, post(Trickle(rx))).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         // Lent again, the busy connection would hold this request for good.
-        let next = tokio::time::timeout(Duration::from_secs(10), pool.send(addr, get()));
+        let next = tokio::time::timeout(Duration::from_secs(10), send(&pool, addr, get()));
         let (resp, _) = next.await.expect("not held").expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -624,7 +639,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let pool = UpstreamPool::new(Duration::from_secs(5));
-        let Err(err) = pool.send(addr, get()).await else {
+        let Err(err) = send(&pool, addr, get()).await else {
             panic!("nothing listens at {addr}, yet an answer came");
         };
         assert!(err.is_connect(), "{err:?}");

@@ -734,13 +734,6 @@ impl Proxy {
     }
 
     /// Sends the request to one endpoint over a pooled connection.
-    ///
-    /// An endpoint that is the very listener the request came in on (a workload calling
-    /// its sidecar's own address, passed through under ALLOW_ANY) would loop through this
-    /// proxy without end. Istio's outbound listener drops such traffic (its
-    /// `virtualOutbound-blackhole` filter chain sends traffic addressed to the listener's
-    /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
-    /// connecting.
     pub(crate) async fn forward(
         &self,
         req: Request<ProxyBody>,
@@ -748,6 +741,35 @@ impl Proxy {
         endpoint: SocketAddr,
         authority: Option<&str>,
         new_path: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        let (mut parts, body) = req.into_parts();
+        if prepare_upstream(&mut parts, authority, new_path).is_err() {
+            return invalid_path();
+        }
+        let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
+        self.forward_prepared(&parts, body, tls, from, endpoint, timeout)
+            .await
+    }
+
+    /// Sends a request whose head [`prepare_upstream`] has made ready to one endpoint:
+    /// plain text to this proxy's own pool, TLS origination (DestinationRule `tls`) to
+    /// hyper-util's client. The head is only borrowed: a request without a body is
+    /// written from it as it is, so further tries need no copy of it.
+    ///
+    /// An endpoint that is the very listener the request came in on (a workload calling
+    /// its sidecar's own address, passed through under ALLOW_ANY) would loop through this
+    /// proxy without end. Istio's outbound listener drops such traffic (its
+    /// `virtualOutbound-blackhole` filter chain sends traffic addressed to the listener's
+    /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
+    /// connecting.
+    pub(crate) async fn forward_prepared(
+        &self,
+        parts: &http::request::Parts,
+        body: ProxyBody,
+        tls: Option<crate::tls::UpstreamTls>,
+        from: Downstream,
+        endpoint: SocketAddr,
         timeout: Option<Duration>,
     ) -> Outcome {
         if from.local == endpoint {
@@ -758,37 +780,29 @@ impl Proxy {
                 "no_healthy_upstream",
             );
         }
-        let (mut parts, body) = req.into_parts();
-        // The path as received, or as rewritten: an unchanged path is reused as it was
-        // parsed, not written out and parsed again.
-        let path = match new_path {
-            Some(p) => PathAndQuery::try_from(p).map_err(|_| ()),
-            None => Ok(parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"))),
-        };
-        // TLS origination (DestinationRule `tls`): the TLS client, pooled per endpoint,
-        // SNI and policy under a name of its own.
-        let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        // Plain text goes to this proxy's own pool in origin form; TLS origination to
-        // hyper-util's client, pooled per endpoint with SNI and policy under a name of
-        // its own, in absolute form.
-        let target = match (&tls, path) {
-            (_, Err(())) => Err(()),
-            (None, Ok(path)) => {
-                let mut origin_form = http::uri::Parts::default();
-                origin_form.path_and_query = Some(path);
-                Uri::from_parts(origin_form).map_err(|_| ())
-            }
-            (Some(t), Ok(path)) => match self.tls.target(endpoint, t) {
-                Ok(key) => Uri::builder()
-                    .scheme("https")
-                    .authority(format!("{key}:{}", endpoint.port()))
-                    .path_and_query(path)
-                    .build()
-                    .map_err(|_| ()),
+        // TLS origination: the TLS client, pooled per endpoint with SNI and policy
+        // under a name of its own, in absolute form.
+        let upstream = match &tls {
+            None => Upstream::Plain(body),
+            Some(t) => match self.tls.target(endpoint, t) {
+                Ok(key) => {
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                    let Ok(uri) = Uri::builder()
+                        .scheme("https")
+                        .authority(format!("{key}:{}", endpoint.port()))
+                        .path_and_query(path)
+                        .build()
+                    else {
+                        return invalid_path();
+                    };
+                    let mut req = copy_request(parts, body);
+                    *req.uri_mut() = uri;
+                    Upstream::Tls(Box::new(req))
+                }
                 Err(reason) => {
                     let mut o = Outcome::local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -802,33 +816,11 @@ impl Proxy {
                 }
             },
         };
-        let Ok(uri) = target else {
-            return Outcome::local(
-                StatusCode::BAD_REQUEST,
-                "invalid request path\n",
-                "-",
-                "invalid_path",
-            );
-        };
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(a) = authority {
-            if let Ok(v) = HeaderValue::from_str(a) {
-                parts.headers.insert(HOST, v);
-            }
-        }
-        if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-            parts
-                .headers
-                .insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        }
-        let upstream_req = Request::from_parts(parts, body);
         let sent_at = Instant::now();
         // Made where it is awaited (see forward_route's tries).
         let call = move || async move {
-            if tls.is_some() {
-                match self.tls_client.request(upstream_req).await {
+            match upstream {
+                Upstream::Tls(upstream_req) => match self.tls_client.request(*upstream_req).await {
                     Ok(resp) => {
                         let local = resp
                             .extensions()
@@ -842,12 +834,11 @@ impl Proxy {
                         Ok((resp.map(|b| b.map_err(BoxError::from).boxed()), local))
                     }
                     Err(e) => Err(client_failure(&e, endpoint)),
-                }
-            } else {
-                match self.pool.send(endpoint, upstream_req).await {
+                },
+                Upstream::Plain(body) => match self.pool.send(endpoint, parts, body).await {
                     Ok((resp, local)) => Ok((resp, Some(local))),
                     Err(e) => Err(pool_failure(&e, endpoint)),
-                }
+                },
             }
         };
         let result = match timeout {
@@ -883,6 +874,73 @@ impl Proxy {
             Err(outcome) => outcome,
         }
     }
+}
+
+/// How a try goes upstream.
+enum Upstream {
+    /// Plain text, through this proxy's pool, with this body.
+    Plain(ProxyBody),
+    /// TLS origination, through hyper-util's client, in absolute form.
+    Tls(Box<Request<ProxyBody>>),
+}
+
+/// Makes a request head ready to go upstream, the same for every try: the path as
+/// received or as rewritten, in origin form (an unchanged path is reused as it was
+/// parsed, not written out and parsed again); HTTP/1.1; no hop-by-hop fields; the Host
+/// sent upstream; `x-forwarded-proto`.
+pub(crate) fn prepare_upstream(
+    parts: &mut http::request::Parts,
+    authority: Option<&str>,
+    new_path: Option<&str>,
+) -> Result<(), InvalidPath> {
+    let path = match new_path {
+        Some(p) => PathAndQuery::try_from(p).map_err(|_| InvalidPath)?,
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let mut origin_form = http::uri::Parts::default();
+    origin_form.path_and_query = Some(path);
+    parts.uri = Uri::from_parts(origin_form).map_err(|_| InvalidPath)?;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(a) = authority {
+        if let Ok(v) = HeaderValue::from_str(a) {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts
+            .headers
+            .insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    Ok(())
+}
+
+/// A request with a copy of these parts and `body` (the parts are kept for further
+/// tries).
+pub(crate) fn copy_request(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// A path that cannot be sent upstream (a rewrite made it invalid).
+pub(crate) struct InvalidPath;
+
+/// The answer to an [`InvalidPath`]: 400.
+pub(crate) fn invalid_path() -> Outcome {
+    Outcome::local(
+        StatusCode::BAD_REQUEST,
+        "invalid request path\n",
+        "-",
+        "invalid_path",
+    )
 }
 
 /// 503 `UF` (connection failure) or `UC` (connection termination) in Envoy's words.
