@@ -101,6 +101,13 @@ pub(crate) struct Admission {
     active: Option<Arc<AtomicU32>>,
 }
 
+impl Admission {
+    /// Whether the admission holds a permit or a count (a cluster with limits).
+    pub(crate) fn holds_anything(&self) -> bool {
+        self._permit.is_some() || self.active.is_some()
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(a) = &self.active {
@@ -160,7 +167,8 @@ impl ClusterState {
         mut random: impl FnMut() -> u64,
     ) -> Option<SocketAddr> {
         let now = clock.now_ms();
-        let healthy: Vec<SocketAddr> = if cluster.policy.outlier.is_some() {
+        // Without outlier detection every endpoint is a candidate: no copy of the list.
+        let healthy: std::borrow::Cow<'_, [SocketAddr]> = if cluster.policy.outlier.is_some() {
             addrs
                 .iter()
                 .copied()
@@ -171,7 +179,7 @@ impl ClusterState {
                 })
                 .collect()
         } else {
-            addrs.to_vec()
+            std::borrow::Cow::Borrowed(addrs)
         };
         if healthy.is_empty() {
             return None;

@@ -285,7 +285,11 @@ impl Proxy {
                     .append(http::header::SET_COOKIE, v);
             }
         }
-        outcome.hold = Some(Box::new(admission));
+        // Kept until the response ends; without connection-pool limits there is nothing
+        // to keep (and nothing to allocate).
+        if admission.holds_anything() {
+            outcome.hold = Some(Box::new(admission));
+        }
         fwd.response_headers
             .apply_then(&choice.response_headers, outcome.response.headers_mut());
         if let (Some(cors), Some(origin)) = (&fwd.cors, &origin) {

@@ -306,7 +306,9 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
         _ => {}
     }
     let status = StatusCode::from_u16(status).map_err(|_| H1Error::Invalid("status code"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    // One more field fits without growing the map: the proxy adds
+    // `x-envoy-upstream-service-time`.
+    let mut headers = HeaderMap::with_capacity(count + 1);
     for &[name_start, name_end, value_start, value_end] in &spans[..count] {
         let name = HeaderName::from_bytes(&head[usize::from(name_start)..usize::from(name_end)])
             .map_err(|_| H1Error::Invalid("header name"))?;

@@ -906,9 +906,12 @@ pub(crate) fn prepare_upstream(
     parts.uri = Uri::from_parts(origin_form).map_err(|_| InvalidPath)?;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    // The Host sent upstream; most often the one the request came with.
     if let Some(a) = authority {
-        if let Ok(v) = HeaderValue::from_str(a) {
-            parts.headers.insert(HOST, v);
+        if parts.headers.get(HOST).map(HeaderValue::as_bytes) != Some(a.as_bytes()) {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                parts.headers.insert(HOST, v);
+            }
         }
     }
     if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
@@ -1212,13 +1215,20 @@ fn service_time_value(ms: u64) -> HeaderValue {
 }
 
 /// `host[:port]` → (lower-case host, port).
-pub fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
+pub fn split_authority(authority: &str, default_port: u16) -> (std::borrow::Cow<'_, str>, u16) {
     let host_part = meshbox_routing::tables::strip_port(authority);
     let port = authority[host_part.len()..]
         .strip_prefix(':')
         .and_then(|p| p.parse().ok())
         .unwrap_or(default_port);
-    (host_part.trim_end_matches('.').to_ascii_lowercase(), port)
+    let host = host_part.trim_end_matches('.');
+    // Most hosts come lower-case already: borrowed, not copied.
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    };
+    (host, port)
 }
 
 fn version_str(v: Version) -> &'static str {
