@@ -14,6 +14,7 @@
 //! in a per-proxy cache of handles into prometheus-client's families.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -104,13 +105,52 @@ impl ServiceLabels {
     }
 }
 
+/// A group of label values shared by many label sets (a workload, a service), with its
+/// hash computed once: a label set is hashed on every request to find its series, and
+/// hashing walked every string of both workloads and the service each time.
+#[derive(Debug)]
+struct Interned<T> {
+    hash: u64,
+    value: T,
+}
+
+impl<T: Hash> Interned<T> {
+    fn new(value: T) -> Arc<Interned<T>> {
+        let hash = rustc_hash::FxBuildHasher.hash_one(&value);
+        Arc::new(Interned { hash, value })
+    }
+}
+
+impl<T> std::ops::Deref for Interned<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: PartialEq> PartialEq for Interned<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.value == other.value
+    }
+}
+
+impl<T: Eq> Eq for Interned<T> {}
+
+impl<T> Hash for Interned<T> {
+    /// The hash of the value (equal values, equal hashes), written as one word.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// One label set of Istio's standard metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Labels {
     reporter: &'static str,
-    source: Arc<WorkloadIdentity>,
-    destination: Arc<WorkloadIdentity>,
-    service: Arc<ServiceLabels>,
+    source: Arc<Interned<WorkloadIdentity>>,
+    destination: Arc<Interned<WorkloadIdentity>>,
+    service: Arc<Interned<ServiceLabels>>,
     protocol: &'static str,
     /// `None` for TCP metrics, which carry no `response_code`.
     response_code: Option<u16>,
@@ -201,13 +241,13 @@ pub struct ProxyMetrics {
     /// The HTTP series of each label set seen so far: one lookup per request instead of
     /// one per family.
     request_series: RwLock<FxHashMap<Labels, Arc<RequestSeries>>>,
-    identity: ArcSwap<WorkloadIdentity>,
-    unknown: Arc<WorkloadIdentity>,
+    identity: ArcSwap<Interned<WorkloadIdentity>>,
+    unknown: Arc<Interned<WorkloadIdentity>>,
     /// The workload behind each endpoint address of the mesh (Istio learns it by
     /// metadata exchange).
-    peers: ArcSwap<FxHashMap<SocketAddr, Arc<WorkloadIdentity>>>,
+    peers: ArcSwap<FxHashMap<SocketAddr, Arc<Interned<WorkloadIdentity>>>>,
     /// Interned service labels per cluster name.
-    services: ArcSwap<FxHashMap<String, Arc<ServiceLabels>>>,
+    services: ArcSwap<FxHashMap<String, Arc<Interned<ServiceLabels>>>>,
 }
 
 impl Default for ProxyMetrics {
@@ -269,7 +309,7 @@ impl ProxyMetrics {
             "Bytes received from downstream on TCP connections",
             tcp_received.clone(),
         );
-        let unknown = Arc::new(WorkloadIdentity::unknown());
+        let unknown = Interned::new(WorkloadIdentity::unknown());
         ProxyMetrics {
             registry,
             requests,
@@ -290,20 +330,23 @@ impl ProxyMetrics {
 
     /// The proxy's own workload (`source_*` when it reports as source).
     pub fn set_identity(&self, identity: WorkloadIdentity) {
-        self.identity.store(Arc::new(identity));
+        self.identity.store(Interned::new(identity));
     }
 
     /// The workload behind each endpoint address (`destination_*` of outbound traffic).
     pub fn set_peers(&self, peers: HashMap<SocketAddr, WorkloadIdentity>) {
         self.peers.store(Arc::new(
-            peers.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            peers
+                .into_iter()
+                .map(|(k, v)| (k, Interned::new(v)))
+                .collect(),
         ));
     }
 
     /// Interns the service labels of these clusters (called when the tables change).
     pub(crate) fn intern_clusters<'a>(&self, clusters: impl Iterator<Item = &'a str>) {
         let map = clusters
-            .map(|c| (c.to_string(), Arc::new(ServiceLabels::of_cluster(c))))
+            .map(|c| (c.to_string(), Interned::new(ServiceLabels::of_cluster(c))))
             .collect();
         self.services.store(Arc::new(map));
     }
@@ -327,11 +370,11 @@ impl ProxyMetrics {
         let me = self.identity.load_full();
         let blackhole = dest.route == Some("block_all") || dest.cluster == Some(BLACKHOLE_CLUSTER);
         let service = if blackhole {
-            Arc::new(ServiceLabels::catch_all(BLACKHOLE_CLUSTER, dest.host))
+            Interned::new(ServiceLabels::catch_all(BLACKHOLE_CLUSTER, dest.host))
         } else if dest.cluster == Some(PASSTHROUGH_CLUSTER) {
-            Arc::new(ServiceLabels::catch_all(PASSTHROUGH_CLUSTER, dest.host))
+            Interned::new(ServiceLabels::catch_all(PASSTHROUGH_CLUSTER, dest.host))
         } else if inbound {
-            Arc::new(ServiceLabels {
+            Interned::new(ServiceLabels {
                 service: dest.host.to_string(),
                 name: dest.host.split('.').next().unwrap_or_default().to_string(),
                 namespace: me.namespace.clone(),
@@ -340,9 +383,9 @@ impl ProxyMetrics {
             match dest.cluster {
                 Some(c) => match self.services.load().get(c) {
                     Some(s) => s.clone(),
-                    None => Arc::new(ServiceLabels::of_cluster(c)),
+                    None => Interned::new(ServiceLabels::of_cluster(c)),
                 },
-                None => Arc::new(ServiceLabels::of_host(dest.host)),
+                None => Interned::new(ServiceLabels::of_host(dest.host)),
             }
         };
         let (reporter, source, destination, security) = if inbound {
