@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
@@ -29,8 +30,9 @@ pub struct PendingLog {
     pub sink: Arc<dyn AccessLogSink>,
     /// TEXT or JSON (`meshConfig.accessLogEncoding`).
     pub encoding: Encoding,
-    /// Request body bytes, counted as the upstream reads them.
-    pub received: Arc<AtomicU64>,
+    /// Request body bytes, counted as the upstream reads them; `None` for a request
+    /// without a body (nothing to count, nothing to allocate).
+    pub received: Option<Arc<AtomicU64>>,
 }
 
 /// Wraps a response body; emits the access log line once.
@@ -49,7 +51,20 @@ pub(crate) struct PendingMetric {
     pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
     pub(crate) labels: crate::metrics::Labels,
     pub(crate) start: Instant,
-    pub(crate) received: Arc<AtomicU64>,
+    /// As [`PendingLog::received`].
+    pub(crate) received: Option<Arc<AtomicU64>>,
+}
+
+/// The bytes a request body counter has counted (none without a counter).
+fn counted(counter: &Option<Arc<AtomicU64>>) -> u64 {
+    counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// A body with nothing in it, as a [`ProxyBody`] (boxing it allocates nothing).
+pub(crate) fn empty_body() -> ProxyBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 impl LoggedBody {
@@ -82,7 +97,7 @@ impl LoggedBody {
             m.metrics.record_request(
                 &m.labels,
                 m.start.elapsed().as_secs_f64() * 1000.0,
-                m.received.load(Ordering::Relaxed),
+                counted(&m.received),
                 self.sent,
             );
         }
@@ -96,7 +111,7 @@ impl PendingLog {
     /// Completes the entry with the byte counts and duration and writes the line.
     pub fn emit(mut self, bytes_sent: u64) {
         self.entry.bytes_sent = bytes_sent;
-        self.entry.bytes_received = self.received.load(Ordering::Relaxed);
+        self.entry.bytes_received = counted(&self.received);
         self.entry.duration_ms =
             u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let line = match self.encoding {

@@ -456,9 +456,7 @@ fn hash_input(
 
 /// An empty body, for the impossible case of a second try without a kept body.
 fn break_outcome() -> ProxyBody {
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
+    crate::body::empty_body()
 }
 
 /// The final try failed too: Envoy adds URX and, for resets, says it retried.

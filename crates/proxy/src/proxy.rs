@@ -402,7 +402,10 @@ impl Proxy {
         if let ListenerRole::Gateway { .. } = role {
             append_forwarded_for(req.headers_mut(), peer);
         }
-        let received = Arc::new(AtomicU64::new(0));
+        // Request body bytes, counted as the upstream reads them: only for a request
+        // that has a body.
+        let received =
+            (!hyper::body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicU64::new(0)));
         // The access log entry is only gathered when access logs are on (Istio's
         // default is off): the request path does no work for a line nobody writes.
         let pending_log = self.access_log.load().as_ref().map(|target| {
@@ -432,13 +435,15 @@ impl Proxy {
                 received: received.clone(),
             })
         });
-        let counter = received.clone();
-        let metric_received = received;
-        let req = req.map(move |body| {
-            CountingBody::new(body, counter)
-                .map_err(BoxError::from)
-                .boxed()
-        });
+        let metric_received = received.clone();
+        let req = match received {
+            Some(counter) => req.map(move |body| {
+                CountingBody::new(body, counter)
+                    .map_err(BoxError::from)
+                    .boxed()
+            }),
+            None => req.map(|_| crate::body::empty_body()),
+        };
         let from = Downstream { peer, local };
         let mut guard = AbandonGuard(pending_log);
         let outcome = match role {

@@ -551,7 +551,7 @@ impl Proxy {
             start,
             sink,
             encoding,
-            received: Arc::new(AtomicU64::new(received)),
+            received: Some(Arc::new(AtomicU64::new(received))),
         })
     }
 }
