@@ -10,6 +10,7 @@ mod balancer;
 pub mod body;
 mod forwarding;
 mod h1;
+mod h1_server;
 pub mod metrics;
 mod pool;
 pub mod proxy;

@@ -2,9 +2,11 @@
 //! reads its current tables, routes, forwards over pooled connections and logs.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -29,6 +31,10 @@ use crate::access_log::{AccessLogEntry, AccessLogSink, Encoding};
 use crate::balancer::{Clock, ClusterStates};
 use crate::body::{AbandonGuard, BoxError, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
+
+/// Bytes of further requests read while one is answered, at most (more wait in the
+/// socket).
+const PIPELINED_LIMIT: usize = 64 * 1024;
 
 /// Where a request came from, handed down the routing functions as a parameter (kept
 /// out of the request's extensions, whose map costs allocations on every request).
@@ -336,6 +342,12 @@ impl Proxy {
             // Each connection is served on the next worker thread in turn.
             self.workers
                 .spawn_connection(stream, move |stream| async move {
+                    // Requests without a body are read and answered here; hyper takes
+                    // the connection from the first request that is not one.
+                    let serving = Box::pin(proxy.serve_simple_requests(stream, role, local, peer));
+                    let Some(stream) = serving.await else {
+                        return;
+                    };
                     let service = service_fn(move |req: Request<Incoming>| {
                         let proxy = proxy.clone();
                         async move {
@@ -377,13 +389,79 @@ impl Proxy {
         z ^ (z >> 31)
     }
 
-    async fn handle(
+    /// Serves a connection's requests without a body (h1_server.rs) until one comes
+    /// that the fast path does not take: then returns the connection, with the bytes
+    /// read so far, for hyper. `None`: the connection is done.
+    async fn serve_simple_requests(
         &self,
-        mut req: Request<Incoming>,
+        mut stream: tokio::net::TcpStream,
         role: ListenerRole,
         local: SocketAddr,
         peer: SocketAddr,
-    ) -> Response<LoggedBody> {
+    ) -> Option<crate::h1_server::Prefixed> {
+        use crate::h1_server::{parse_request, poll_fill, write_response, Parsed, Prefixed};
+        let mut read = bytes::BytesMut::new();
+        let mut out = Vec::new();
+        loop {
+            let (request, close, trailers) = loop {
+                match parse_request(&mut read) {
+                    Parsed::Simple {
+                        request,
+                        close,
+                        trailers,
+                    } => break (request, close, trailers),
+                    Parsed::Other => return Some(Prefixed::new(read.freeze(), stream)),
+                    Parsed::Partial => {}
+                }
+                match std::future::poll_fn(|cx| poll_fill(&mut stream, &mut read, cx)).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            };
+            let is_head = request.method() == Method::HEAD;
+            let response = {
+                let mut handling = std::pin::pin!(self.handle(request, role, local, peer));
+                // While the answer is on its way, the downstream is watched: if it
+                // goes away, the request is dropped (its access log line says DC), as
+                // hyper's server drops it. Bytes of a next request are kept.
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+                        return Poll::Ready(Some(response));
+                    }
+                    while read.len() <= PIPELINED_LIMIT {
+                        match poll_fill(&mut stream, &mut read, cx) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Pending => break,
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            let response = response?;
+            match write_response(&mut stream, &mut out, response, is_head, !close, trailers).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                    return None;
+                }
+                Err(()) => return None,
+            }
+        }
+    }
+
+    async fn handle<B>(
+        &self,
+        mut req: Request<B>,
+        role: ListenerRole,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Response<LoggedBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let start = Instant::now();
         if !req.headers().contains_key(&X_REQUEST_ID) {
             let id = new_request_id(self.next_random(), self.next_random());
@@ -437,11 +515,9 @@ impl Proxy {
         });
         let metric_received = received.clone();
         let req = match received {
-            Some(counter) => req.map(move |body| {
-                CountingBody::new(body, counter)
-                    .map_err(BoxError::from)
-                    .boxed()
-            }),
+            Some(counter) => {
+                req.map(move |body| CountingBody::new(body, counter).map_err(Into::into).boxed())
+            }
             None => req.map(|_| crate::body::empty_body()),
         };
         let from = Downstream { peer, local };
