@@ -254,3 +254,33 @@ spec:
     assert_eq!(line.response_flags, "DC");
     assert_eq!(line.response_code_details, "downstream_remote_disconnect");
 }
+
+/// A client that goes away before its answer comes: the request is abandoned (the
+/// upstream exchange dropped) and its line says so as Envoy's does: response code 0,
+/// flag DC, details `downstream_remote_disconnect`. A request without a body, so the
+/// fast path (h1_server.rs) serves it and watches the client while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_answer_is_logged_dc() {
+    use tokio::io::AsyncWriteExt;
+    let (hold, mut control) = hold();
+    let slow = held_upstream("slow", hold).await;
+    let pod = pod("svc-1", "svc", 8080, slow.addr).await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        std::slice::from_ref(&pod.instance),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(sidecar.addr)
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET http://svc/slow HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(control.next_arrival().await, "/slow");
+    drop(client);
+    let line = sidecar.log.find(|l| l.response_flags == "DC").await;
+    assert_eq!(line.response_code, "0");
+    assert_eq!(line.response_code_details, "downstream_remote_disconnect");
+    assert_eq!(line.path, "/slow");
+}
