@@ -29,10 +29,10 @@ use tokio::net::TcpStream;
 
 /// Header fields read per message at most, as hyper's and Envoy's default
 /// (`max_headers_count` 100).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The largest response head read: Envoy's default `max_response_headers_kb` (60 KiB).
-const MAX_HEAD_BYTES: usize = 60 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 60 * 1024;
 
 /// The longest chunk-size line accepted (size, extensions, CRLF).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
@@ -274,19 +274,7 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
             Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
             Err(e) => return Err(H1Error::Invalid(parse_error_text(e))),
         };
-        let base = read.as_ptr() as usize;
-        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
-        let mut count = 0;
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
-            *span = [
-                name,
-                name + field.name.len() as u16,
-                value,
-                value + field.value.len() as u16,
-            ];
-            count += 1;
-        }
+        let count = field_spans(read, parsed.headers, &mut spans);
         let version = if parsed.version == Some(0) {
             Version::HTTP_10
         } else {
@@ -342,6 +330,34 @@ fn parse_head(read: &mut BytesMut, is_head: bool) -> Result<Parsed, H1Error> {
         framing,
         keep_alive,
     })
+}
+
+/// Where a field's name and value lie in a head: `[name start, name end, value
+/// start, value end]`.
+pub(crate) type FieldSpan = [u16; 4];
+
+/// Records where each of `fields` (parsed from `buf`) lies in `buf`, so that the
+/// values can later share the head's memory; returns how many were recorded. The
+/// offsets fit in `u16`: heads are limited to [`MAX_HEAD_BYTES`] before this is called.
+pub(crate) fn field_spans(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut [FieldSpan],
+) -> usize {
+    let base = buf.as_ptr() as usize;
+    let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
+    let mut count = 0;
+    for (span, field) in spans.iter_mut().zip(fields) {
+        let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
+        *span = [
+            name,
+            name + field.name.len() as u16,
+            value,
+            value + field.value.len() as u16,
+        ];
+        count += 1;
+    }
+    count
 }
 
 /// RFC 9112 §6.3, as hyper's client applies it.
@@ -661,6 +677,12 @@ mod tests {
         parts
     }
 
+    /// A GET exchanged with an upstream that answers it with `pieces`.
+    async fn get_once(pieces: Vec<&'static [u8]>) -> Result<Response<H1Body>, H1Error> {
+        let (addr, _seen) = upstream(vec![pieces]).await;
+        connect(addr).await.exchange(&request(Method::GET)).await
+    }
+
     async fn connect(addr: SocketAddr) -> H1Connection {
         H1Connection::connect(addr, Duration::from_secs(5))
             .await
@@ -717,16 +739,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_chunked_answer_is_decoded_with_its_trailers() {
-        let (addr, _seen) = upstream(vec![vec![
+        let resp = get_once(vec![
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhel",
             b"lo\r\n6\r\n world\r\n0\r\ngrpc-status: 0\r\n\r\n",
-        ]])
-        .await;
-        let resp = connect(addr)
-            .await
-            .exchange(&request(Method::GET))
-            .await
-            .expect("answer");
+        ])
+        .await
+        .expect("answer");
         let (data, trailers, conn) = read_all(resp).await;
         assert_eq!(data, "hello world");
         assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
@@ -735,10 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_without_length_lasts_until_close_and_takes_the_connection() {
-        let (addr, _seen) = upstream(vec![vec![b"HTTP/1.1 200 OK\r\n\r\nall of", b" it"]]).await;
-        let resp = connect(addr)
-            .await
-            .exchange(&request(Method::GET))
+        let resp = get_once(vec![b"HTTP/1.1 200 OK\r\n\r\nall of", b" it"])
             .await
             .expect("answer");
         let (data, _, conn) = read_all(resp).await;
@@ -773,12 +788,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
         ] {
-            let (addr, _seen) = upstream(vec![vec![answer]]).await;
-            let resp = connect(addr)
-                .await
-                .exchange(&request(Method::GET))
-                .await
-                .expect("answer");
+            let resp = get_once(vec![answer]).await.expect("answer");
             let (data, _, conn) = read_all(resp).await;
             assert_eq!(data, "ok");
             assert!(conn.is_none(), "{}", String::from_utf8_lossy(answer));
@@ -787,15 +797,11 @@ mod tests {
 
     #[tokio::test]
     async fn differing_content_lengths_are_refused() {
-        let (addr, _seen) = upstream(vec![vec![
+        let err = get_once(vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
-        ]])
-        .await;
-        let err = connect(addr)
-            .await
-            .exchange(&request(Method::GET))
-            .await
-            .expect_err("refused");
+        ])
+        .await
+        .expect_err("refused");
         assert_eq!(
             err.to_string(),
             "invalid HTTP response parsed: content-length"
@@ -804,13 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_cut_short_is_an_error_and_a_close_before_any_answer_is_unanswered() {
-        let (addr, _seen) = upstream(vec![vec![
-            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
-        ]])
-        .await;
-        let resp = connect(addr)
-            .await
-            .exchange(&request(Method::GET))
+        let resp = get_once(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"])
             .await
             .expect("answer");
         let mut body = resp.into_body();
@@ -823,12 +823,7 @@ mod tests {
         );
         assert!(!err.is_unanswered());
 
-        let (addr, _seen) = upstream(vec![vec![]]).await;
-        let err = connect(addr)
-            .await
-            .exchange(&request(Method::GET))
-            .await
-            .expect_err("closed");
+        let err = get_once(vec![]).await.expect_err("closed");
         assert!(err.is_unanswered(), "{err:?}");
     }
 

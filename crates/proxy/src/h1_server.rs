@@ -33,11 +33,9 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 
-/// Header fields read per request at most (hyper's and Envoy's default).
-const MAX_HEADERS: usize = 100;
-
-/// A request head longer than this goes to hyper, which answers it (431).
-const MAX_HEAD_BYTES: usize = 60 * 1024;
+// Header fields read per request at most, and the longest head taken (a longer one
+// goes to hyper, which answers it): as for answers (h1.rs).
+use crate::h1::{field_spans, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// Room made in the read buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
@@ -87,23 +85,14 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
         if method == Method::CONNECT {
             return Parsed::Other;
         }
-        let base = read.as_ptr() as usize;
-        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
         let Some(path) = parsed.path else {
             return Parsed::Other;
         };
-        let path = (offset(path.as_bytes()), path.len() as u16);
-        let mut count = 0;
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
-            *span = [
-                name,
-                name + field.name.len() as u16,
-                value,
-                value + field.value.len() as u16,
-            ];
-            count += 1;
-        }
+        let path = (
+            (path.as_ptr() as usize - read.as_ptr() as usize) as u16,
+            path.len() as u16,
+        );
+        let count = field_spans(read, parsed.headers, &mut spans);
         (len, method, path, count)
     };
     // Nothing is taken from the buffer until the request is known to be simple: hyper
@@ -150,6 +139,21 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
         request,
         close,
         trailers,
+    }
+}
+
+/// Reads from `stream` until a request head is whole: `Simple` or `Other` (never
+/// `Partial`); `None` when the connection ends or fails first.
+pub(crate) async fn read_request(stream: &mut TcpStream, read: &mut BytesMut) -> Option<Parsed> {
+    loop {
+        match parse_request(read) {
+            Parsed::Partial => {}
+            parsed => return Some(parsed),
+        }
+        match poll_fn(|cx| poll_fill(stream, read, cx)).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -819,20 +823,13 @@ mod tests {
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accept");
             let mut read = BytesMut::new();
-            let (request, close, trailers) = loop {
-                match parse_request(&mut read) {
-                    Parsed::Simple {
-                        request,
-                        close,
-                        trailers,
-                    } => break (request, close, trailers),
-                    Parsed::Other => panic!("the fast path must take this request"),
-                    Parsed::Partial => {}
-                }
-                let n = poll_fn(|cx| poll_fill(&mut stream, &mut read, cx))
-                    .await
-                    .expect("read");
-                assert!(n > 0, "closed before a whole head");
+            let Some(Parsed::Simple {
+                request,
+                close,
+                trailers,
+            }) = read_request(&mut stream, &mut read).await
+            else {
+                panic!("the fast path must take this request");
             };
             let is_head = request.method() == Method::HEAD;
             let mut out = Vec::new();

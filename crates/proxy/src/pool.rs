@@ -87,21 +87,36 @@ pub(crate) struct UpstreamPool {
 /// The idle connections to one endpoint, most recently used last.
 #[derive(Default)]
 struct EndpointConnections {
-    /// hyper's client connections, for requests with a body.
-    idle: Mutex<Vec<IdleConnection>>,
+    /// hyper's client connections (and their local addresses), for requests with a
+    /// body.
+    idle: Mutex<Vec<Idle<HyperConnection>>>,
     /// Connections for requests without a body.
-    plain: Mutex<Vec<IdlePlain>>,
+    plain: Mutex<Vec<Idle<H1Connection>>>,
 }
 
-struct IdlePlain {
-    conn: H1Connection,
+/// One of hyper's client connections and its local address.
+type HyperConnection = (SendRequest<ProxyBody>, SocketAddr);
+
+/// An idle connection and since when it is idle.
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-struct IdleConnection {
-    sender: SendRequest<ProxyBody>,
-    local: SocketAddr,
-    since: Instant,
+/// Puts `conn` with the idle connections of `idle` (dropping those idle longer than
+/// [`IDLE_TIMEOUT`]), unless [`MAX_IDLE_PER_ENDPOINT`] are kept already.
+fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
+    if let Ok(mut idle) = idle.lock() {
+        let now = Instant::now();
+        let stale = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(Idle { conn, since: now });
+        }
+    }
 }
 
 /// A connection lent to one request until its response body ends.
@@ -128,21 +143,7 @@ impl Lease {
                 return;
             }
         }
-        if let Ok(mut idle) = self.endpoint.idle.lock() {
-            let now = Instant::now();
-            let stale = idle
-                .iter()
-                .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
-                .count();
-            idle.drain(..stale);
-            if idle.len() < MAX_IDLE_PER_ENDPOINT {
-                idle.push(IdleConnection {
-                    sender: self.sender,
-                    local: self.local,
-                    since: now,
-                });
-            }
-        }
+        keep_idle(&self.endpoint.idle, (self.sender, self.local));
     }
 }
 
@@ -239,12 +240,18 @@ impl UpstreamPool {
         let request_sent = Some(sent);
         loop {
             let reused = endpoint.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(mut conn) = reused else { break };
-            if conn.since.elapsed() > IDLE_TIMEOUT || conn.sender.ready().await.is_err() {
+            let Some(Idle {
+                conn: (mut sender, local),
+                since,
+            }) = reused
+            else {
+                break;
+            };
+            if since.elapsed() > IDLE_TIMEOUT || sender.ready().await.is_err() {
                 continue;
             }
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(lend(resp, endpoint, conn.sender, conn.local, request_sent)),
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(lend(resp, endpoint, sender, local, request_sent)),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed meanwhile; try the next one.
                     Some(unsent) => req = unsent,
@@ -329,17 +336,7 @@ fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections) {
     let Some(conn) = body.take_reusable() else {
         return;
     };
-    if let Ok(mut idle) = endpoint.plain.lock() {
-        let now = Instant::now();
-        let stale = idle
-            .iter()
-            .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
-            .count();
-        idle.drain(..stale);
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(IdlePlain { conn, since: now });
-        }
-    }
+    keep_idle(&endpoint.plain, conn);
 }
 
 /// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.

@@ -399,24 +399,18 @@ impl Proxy {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Option<crate::h1_server::Prefixed> {
-        use crate::h1_server::{parse_request, poll_fill, write_response, Parsed, Prefixed};
+        use crate::h1_server::{poll_fill, read_request, write_response, Parsed, Prefixed};
         let mut read = bytes::BytesMut::new();
         let mut out = Vec::new();
         loop {
-            let (request, close, trailers) = loop {
-                match parse_request(&mut read) {
-                    Parsed::Simple {
-                        request,
-                        close,
-                        trailers,
-                    } => break (request, close, trailers),
-                    Parsed::Other => return Some(Prefixed::new(read.freeze(), stream)),
-                    Parsed::Partial => {}
-                }
-                match std::future::poll_fn(|cx| poll_fill(&mut stream, &mut read, cx)).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
+            let (request, close, trailers) = match read_request(&mut stream, &mut read).await {
+                Some(Parsed::Simple {
+                    request,
+                    close,
+                    trailers,
+                }) => (request, close, trailers),
+                Some(_) => return Some(Prefixed::new(read.freeze(), stream)),
+                None => return None,
             };
             let is_head = request.method() == Method::HEAD;
             let response = {
