@@ -32,10 +32,6 @@ use crate::balancer::{Clock, ClusterStates};
 use crate::body::{AbandonGuard, BoxError, CountingBody, LoggedBody, PendingLog, ProxyBody};
 use crate::resolver::Resolver;
 
-/// Bytes of further requests read while one is answered, at most (more wait in the
-/// socket).
-const PIPELINED_LIMIT: usize = 64 * 1024;
-
 /// Where a request came from, handed down the routing functions as a parameter (kept
 /// out of the request's extensions, whose map costs allocations on every request).
 #[derive(Debug, Clone, Copy)]
@@ -417,12 +413,13 @@ impl Proxy {
                 let mut handling = std::pin::pin!(self.handle(request, role, local, peer));
                 // While the answer is on its way, the downstream is watched: if it
                 // goes away, the request is dropped (its access log line says DC), as
-                // hyper's server drops it. Bytes of a next request are kept.
+                // hyper's server drops it (`mid_message_detect_eof`: not once bytes of
+                // a next request are waiting, which are kept).
                 std::future::poll_fn(|cx| {
                     if let Poll::Ready(response) = handling.as_mut().poll(cx) {
                         return Poll::Ready(Some(response));
                     }
-                    while read.len() <= PIPELINED_LIMIT {
+                    while read.is_empty() {
                         match poll_fill(&mut stream, &mut read, cx) {
                             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
                             Poll::Ready(Ok(_)) => {}

@@ -152,3 +152,51 @@ spec:
     assert_eq!(old_app.requests.load(Ordering::SeqCst), 1);
     assert_eq!(new_app.requests.load(Ordering::SeqCst), 1);
 }
+
+/// Requests written back to back on one connection (HTTP/1.1 pipelining) are answered
+/// in order; a request with a body on the same connection after them is served too
+/// (the fast path for requests without a body hands the connection to hyper with the
+/// bytes it has read, h1_server.rs), and so is the request without a body after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_and_a_request_with_a_body_share_one_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = echo_upstream("svc").await;
+    let pod = pod("svc-1", "svc", 8080, app.addr).await;
+    let tables = sidecar_tables(
+        &store(&service_yaml("svc", "svc", 8080)),
+        &registry_only(),
+        std::slice::from_ref(&pod.instance),
+    );
+    let sidecar = sidecar(tables, Vec::new(), 11).await;
+    let mut client = tokio::net::TcpStream::connect(sidecar.addr)
+        .await
+        .expect("connect");
+    client
+        .write_all(
+            b"GET http://svc/one HTTP/1.1\r\nhost: svc\r\n\r\n\
+              GET http://svc/two HTTP/1.1\r\nhost: svc\r\n\r\n\
+              POST http://svc/three HTTP/1.1\r\nhost: svc\r\ncontent-length: 4\r\n\r\nbody\
+              GET http://svc/four HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    // The last request asks to close: the proxy closes after its answer.
+    let mut answers = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_to_end(&mut answers),
+    )
+    .await
+    .expect("all answers in time")
+    .expect("read");
+    let text = String::from_utf8_lossy(&answers);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{text}");
+    let order: Vec<usize> = ["/one", "/two", "/three", "/four"]
+        .iter()
+        .map(|path| {
+            text.find(path)
+                .unwrap_or_else(|| panic!("{path} in {text}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
