@@ -7,12 +7,9 @@ use std::sync::atomic::Ordering;
 
 use common::*;
 
-/// Envoy keeps upstream HTTP/1.1 connections in a per-cluster pool and reuses an idle
-/// one for the next request: sequential requests, even from separate client
-/// connections (separate curl calls), travel over ONE connection from the caller's
-/// sidecar to the pod and ONE from the pod's sidecar to the app.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_requests_reuse_one_upstream_connection() {
+/// An echo app `svc` behind its pod's sidecar, and a client's sidecar (seeded with
+/// `seed`) whose tables know it.
+async fn echo_service_and_client(seed: u64) -> (Upstream, Pod, Running) {
     let app = echo_upstream("svc").await;
     let pod = pod("svc-1", "svc", 8080, app.addr).await;
     let tables = sidecar_tables(
@@ -20,7 +17,17 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         &registry_only(),
         std::slice::from_ref(&pod.instance),
     );
-    let sidecar = sidecar(tables, Vec::new(), 9).await;
+    let sidecar = sidecar(tables, Vec::new(), seed).await;
+    (app, pod, sidecar)
+}
+
+/// Envoy keeps upstream HTTP/1.1 connections in a per-cluster pool and reuses an idle
+/// one for the next request: sequential requests, even from separate client
+/// connections (separate curl calls), travel over ONE connection from the caller's
+/// sidecar to the pod and ONE from the pod's sidecar to the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let (app, pod, sidecar) = echo_service_and_client(9).await;
     const N: usize = 5;
     let mut clients = BTreeSet::new();
     for i in 0..N {
@@ -160,14 +167,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_and_a_request_with_a_body_share_one_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = echo_upstream("svc").await;
-    let pod = pod("svc-1", "svc", 8080, app.addr).await;
-    let tables = sidecar_tables(
-        &store(&service_yaml("svc", "svc", 8080)),
-        &registry_only(),
-        std::slice::from_ref(&pod.instance),
-    );
-    let sidecar = sidecar(tables, Vec::new(), 11).await;
+    let (_app, _pod, sidecar) = echo_service_and_client(11).await;
     let mut client = tokio::net::TcpStream::connect(sidecar.addr)
         .await
         .expect("connect");
