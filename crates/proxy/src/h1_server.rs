@@ -95,9 +95,9 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
         let count = field_spans(read, parsed.headers, &mut spans);
         (len, method, path, count)
     };
-    // Nothing is taken from the buffer until the request is known to be simple: hyper
-    // reads it again otherwise.
-    let head = Bytes::copy_from_slice(&read[..len]);
+    // The head is taken from the buffer (the values share its memory); if the request
+    // turns out not to be simple, it is put back for hyper to read (the rare case).
+    let head = read.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count + 4);
     let mut close = false;
     let mut trailers = false;
@@ -105,14 +105,14 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
         let Ok(name) =
             HeaderName::from_bytes(&head[usize::from(name_start)..usize::from(name_end)])
         else {
-            return Parsed::Other;
+            return put_back(read, &head);
         };
         let value = head.slice(usize::from(value_start)..usize::from(value_end));
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
-            return Parsed::Other;
+            return put_back(read, &head);
         }
         if name == CONTENT_LENGTH && value.trim_ascii() != b"0" {
-            return Parsed::Other;
+            return put_back(read, &head);
         }
         if name == CONNECTION && has_token(&value, b"close") {
             close = true;
@@ -121,15 +121,14 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
             trailers = true;
         }
         let Ok(value) = HeaderValue::from_maybe_shared(value) else {
-            return Parsed::Other;
+            return put_back(read, &head);
         };
         headers.append(name, value);
     }
     let (path_start, path_len) = (usize::from(path.0), usize::from(path.1));
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)) else {
-        return Parsed::Other;
+        return put_back(read, &head);
     };
-    let _ = read.split_to(len);
     let mut request = Request::new(crate::body::empty_body());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -140,6 +139,15 @@ pub(crate) fn parse_request(read: &mut BytesMut) -> Parsed {
         close,
         trailers,
     }
+}
+
+/// Puts a head taken from `read` back in front of what follows it.
+fn put_back(read: &mut BytesMut, head: &Bytes) -> Parsed {
+    let mut whole = BytesMut::with_capacity(head.len() + read.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(read);
+    *read = whole;
+    Parsed::Other
 }
 
 /// Reads from `stream` until a request head is whole: `Simple` or `Other` (never
