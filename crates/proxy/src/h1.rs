@@ -207,11 +207,17 @@ fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
         if name == TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name.as_str(), value.as_bytes());
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one header field line, `name: value` and CRLF (requests here, answers in
+/// h1_server.rs).
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

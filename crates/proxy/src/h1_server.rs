@@ -35,7 +35,7 @@ use crate::body::ProxyBody;
 
 // Header fields read per request at most, and the longest head taken (a longer one
 // goes to hyper, which answers it): as for answers (h1.rs).
-use crate::h1::{field_spans, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::h1::{field_spans, write_field, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// Room made in the read buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
@@ -402,13 +402,6 @@ fn has_last_coding_chunked(value: &[u8]) -> bool {
         .rsplit(|&b| b == b',')
         .next()
         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 thread_local! {
