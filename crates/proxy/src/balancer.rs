@@ -117,9 +117,9 @@ impl Drop for Admission {
 }
 
 /// Counts one request as active on an endpoint until dropped.
-pub(crate) struct ActiveRequest(Arc<EndpointState>);
+pub(crate) struct ActiveRequest<'a>(&'a EndpointState);
 
-impl Drop for ActiveRequest {
+impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
@@ -212,11 +212,16 @@ impl ClusterState {
         Some(healthy[index])
     }
 
-    /// Marks a request active on an endpoint (for LEAST_REQUEST).
-    pub(crate) fn start(&self, addr: SocketAddr) -> Option<ActiveRequest> {
+    /// Marks a request active on an endpoint, for LEAST_REQUEST, the one policy that
+    /// reads the count (other policies leave the shared counter alone: with several
+    /// worker threads, each write moves its cache line between CPUs).
+    pub(crate) fn start(&self, cluster: &Cluster, addr: SocketAddr) -> Option<ActiveRequest<'_>> {
+        if cluster.policy.lb != LbPolicy::LeastRequest {
+            return None;
+        }
         let s = self.endpoints.get(&addr)?;
         s.active.fetch_add(1, Ordering::Relaxed);
-        Some(ActiveRequest(s.clone()))
+        Some(ActiveRequest(s))
     }
 
     /// Records a try's result for outlier detection: `status` is the upstream's answer,
@@ -235,8 +240,13 @@ impl ClusterState {
         let is_5xx = status.is_none_or(|s| s >= 500);
         let is_gateway = status.is_none_or(|s| matches!(s, 502..=504));
         if !is_5xx {
-            ep.consecutive_5xx.store(0, Ordering::Relaxed);
-            ep.consecutive_gateway.store(0, Ordering::Relaxed);
+            // Written only when not zero already: the common case reads the shared
+            // cache line and leaves it clean.
+            for count in [&ep.consecutive_5xx, &ep.consecutive_gateway] {
+                if count.load(Ordering::Relaxed) != 0 {
+                    count.store(0, Ordering::Relaxed);
+                }
+            }
             return;
         }
         let c5 = ep.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;

@@ -222,7 +222,7 @@ impl Proxy {
                 if let Ok(mut last) = last_endpoint.lock() {
                     *last = Some(endpoint);
                 }
-                let active = state.start(endpoint);
+                let active = state.start(cluster, endpoint);
                 let outcome = self
                     .forward_prepared(parts, body, tls, from, endpoint, per_try)
                     .await;

@@ -15,6 +15,7 @@ pub mod metrics;
 mod pool;
 pub mod proxy;
 pub mod resolver;
+mod sharded;
 pub mod sni;
 mod tls;
 mod tunnel;

@@ -10,13 +10,14 @@
 //! workload behind each endpoint address and the service of each cluster are interned
 //! as `Arc`s in maps swapped whole when the config changes; a request's label set is a
 //! handful of `Arc` clones and `&'static str`s. A request's four HTTP series are found
-//! with one lookup (a read lock once the label set has been seen, hashed with FxHash)
-//! in a per-proxy cache of handles into prometheus-client's families.
+//! with one lookup (in a map swapped whole when a new label set is first seen, hashed
+//! with FxHash) in a per-proxy cache of handles into prometheus-client's families; the
+//! series keep their values per thread (sharded.rs), so recording takes no lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -24,9 +25,9 @@ use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::sharded::{CopyOnWriteMap, ShardedCounter, ShardedHistogram};
 use crate::tunnel::BLACKHOLE_CLUSTER;
 use meshbox_routing::tables::PASSTHROUGH_CLUSTER;
 
@@ -188,19 +189,19 @@ impl EncodeLabelSet for Labels {
     }
 }
 
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<Labels, ShardedHistogram, fn() -> ShardedHistogram>;
 
-fn duration_histogram() -> Histogram {
+fn duration_histogram() -> ShardedHistogram {
     // Istio's buckets for istio_request_duration_milliseconds.
-    Histogram::new([
+    ShardedHistogram::new([
         0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
         30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
     ])
 }
 
-fn size_histogram() -> Histogram {
+fn size_histogram() -> ShardedHistogram {
     // Istio's buckets for istio_request_bytes / istio_response_bytes: 1 to 10^8.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+    ShardedHistogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         1.0, 10.0, 9,
     ))
 }
@@ -221,16 +222,25 @@ pub(crate) struct Destination<'a> {
 /// Handles to the four HTTP series of one label set (each shares its value with the
 /// series in the registry).
 struct RequestSeries {
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
+    requests: ShardedCounter,
+    duration: ShardedHistogram,
+    request_bytes: ShardedHistogram,
+    response_bytes: ShardedHistogram,
+}
+
+impl RequestSeries {
+    fn record(&self, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(duration_ms);
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
+    }
 }
 
 /// One proxy's metrics.
 pub struct ProxyMetrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    requests: Family<Labels, ShardedCounter>,
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
@@ -239,8 +249,8 @@ pub struct ProxyMetrics {
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
     /// The HTTP series of each label set seen so far: one lookup per request instead of
-    /// one per family.
-    request_series: RwLock<FxHashMap<Labels, Arc<RequestSeries>>>,
+    /// one per family, and no lock (a new label set swaps in a new map).
+    request_series: CopyOnWriteMap<Labels, Arc<RequestSeries>>,
     identity: ArcSwap<Interned<WorkloadIdentity>>,
     unknown: Arc<Interned<WorkloadIdentity>>,
     /// The workload behind each endpoint address of the mesh (Istio learns it by
@@ -260,7 +270,7 @@ impl ProxyMetrics {
     /// Empty metrics, for a proxy whose workload is not known yet.
     pub fn new() -> ProxyMetrics {
         let mut registry = Registry::default();
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<Labels, ShardedCounter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let request_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
         let response_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
@@ -320,7 +330,7 @@ impl ProxyMetrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
-            request_series: RwLock::new(FxHashMap::default()),
+            request_series: CopyOnWriteMap::default(),
             identity: ArcSwap::new(unknown.clone()),
             unknown,
             peers: ArcSwap::from_pointee(FxHashMap::default()),
@@ -422,30 +432,20 @@ impl ProxyMetrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        let series = self.request_series(labels);
-        series.requests.inc();
-        series.duration.observe(duration_ms);
-        series.request_bytes.observe(request_bytes as f64);
-        series.response_bytes.observe(response_bytes as f64);
-    }
-
-    /// The HTTP series of `labels`, created in the registry the first time.
-    fn request_series(&self, labels: &Labels) -> Arc<RequestSeries> {
-        if let Ok(map) = self.request_series.read() {
-            if let Some(series) = map.get(labels) {
-                return series.clone();
-            }
-        }
-        let series = Arc::new(RequestSeries {
-            requests: self.requests.get_or_create(labels).clone(),
-            duration: self.duration.get_or_create(labels).clone(),
-            request_bytes: self.request_bytes.get_or_create(labels).clone(),
-            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+        let recorded = self.request_series.with(labels, |series| {
+            series.record(duration_ms, request_bytes, response_bytes)
         });
-        if let Ok(mut map) = self.request_series.write() {
-            map.entry(labels.clone()).or_insert_with(|| series.clone());
+        if recorded.is_none() {
+            let series = self.request_series.get_or_add(labels, || {
+                Arc::new(RequestSeries {
+                    requests: self.requests.get_or_create(labels).clone(),
+                    duration: self.duration.get_or_create(labels).clone(),
+                    request_bytes: self.request_bytes.get_or_create(labels).clone(),
+                    response_bytes: self.response_bytes.get_or_create(labels).clone(),
+                })
+            });
+            series.record(duration_ms, request_bytes, response_bytes);
         }
-        series
     }
 
     /// Records a TCP connection opening.

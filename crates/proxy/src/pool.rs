@@ -23,7 +23,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,11 +33,11 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::h1::{H1Body, H1Connection, H1Error};
+use crate::sharded::CopyOnWriteMap;
 
 /// How long an idle upstream connection is kept (here and in hyper-util's clients
 /// for TLS origination and mirrors).
@@ -79,8 +79,8 @@ impl UpstreamError {
 
 /// One proxy's pooled upstream connections.
 pub(crate) struct UpstreamPool {
-    /// By endpoint and worker thread.
-    endpoints: RwLock<FxHashMap<(SocketAddr, usize), Arc<EndpointConnections>>>,
+    /// By endpoint and worker thread; read without a lock.
+    endpoints: CopyOnWriteMap<(SocketAddr, usize), Arc<EndpointConnections>>,
     connect_timeout: Duration,
 }
 
@@ -151,7 +151,7 @@ impl UpstreamPool {
     /// An empty pool; new connections give up after `connect_timeout`.
     pub(crate) fn new(connect_timeout: Duration) -> UpstreamPool {
         UpstreamPool {
-            endpoints: RwLock::new(FxHashMap::default()),
+            endpoints: CopyOnWriteMap::default(),
             connect_timeout,
         }
     }
@@ -161,16 +161,7 @@ impl UpstreamPool {
     /// requests on it share a thread.
     fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConnections> {
         let key = (addr, crate::workers::current_worker().unwrap_or(0));
-        if let Ok(map) = self.endpoints.read() {
-            if let Some(e) = map.get(&key) {
-                return e.clone();
-            }
-        }
-        match self.endpoints.write() {
-            Ok(mut map) => map.entry(key).or_default().clone(),
-            // A poisoned map still serves: this request just goes unpooled.
-            Err(_) => Arc::default(),
-        }
+        self.endpoints.get_or_add(&key, Arc::default)
     }
 
     /// Sends a request (`parts`: origin-form URI, its own Host header) to `addr` on a

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -103,7 +103,7 @@ pub struct Proxy {
     pub(crate) resolver: Arc<Resolver>,
     /// Swappable, so that `install` can turn access logs on, off or to JSON.
     access_log: ArcSwapOption<AccessLogTarget>,
-    random_state: AtomicU64,
+    random: crate::sharded::ShardedRandom,
     /// Istio's standard metrics of this proxy.
     pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
     workers: crate::workers::Workers,
@@ -259,7 +259,7 @@ impl Proxy {
                     .access_log
                     .map(|(sink, encoding)| Arc::new(AccessLogTarget { sink, encoding })),
             ),
-            random_state: AtomicU64::new(settings.seed),
+            random: crate::sharded::ShardedRandom::new(settings.seed),
             workers: settings.workers,
         })
     }
@@ -373,16 +373,11 @@ impl Proxy {
         }
     }
 
-    /// A pseudo-random number for weighted choices (splitmix64 over a counter:
-    /// lock-free, reproducible from the seed).
+    /// A pseudo-random number for weighted choices and request ids (splitmix64 over a
+    /// counter per worker thread: lock-free, no cache line shared between workers,
+    /// reproducible from the seed on one thread).
     pub(crate) fn next_random(&self) -> u64 {
-        let mut z = self
-            .random_state
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.random.next()
     }
 
     /// Serves a connection's requests without a body (h1_server.rs) until one comes
