@@ -61,8 +61,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
         /// Worker threads that run every gateway and sidecar proxy (the control plane has
-        /// a thread of its own); default: half the CPUs, at least 1, leaving the rest to
-        /// the workloads.
+        /// a thread of its own); default 2, as Istio's proxies (ProxyConfig `concurrency`).
         #[arg(long, env = "MESHBOX_PROXY_THREADS")]
         proxy_threads: Option<usize>,
     },
@@ -248,14 +247,14 @@ impl Drop for WorkerThreads {
     }
 }
 
-/// Half the CPUs, at least one: the proxies of a local mesh share the machine with its
-/// workloads (and, in a benchmark, with the load generator). On the 2-CPU machine of
-/// docs/PERFORMANCE.md one worker used less CPU per request at fixed rates than two, and
-/// two did not give a higher maximum rate reliably.
+/// Two, Istio's default for its proxies (ProxyConfig `concurrency`, istio/api
+/// mesh/v1alpha1/proxy.proto: "Default is 2 worker threads"). Measured on the 2-CPU
+/// machine of docs/PERFORMANCE.md: with one worker the maximum rate stopped short with
+/// CPU left idle (one thread gets one thread's share of the CPUs beside the load
+/// generator's and the upstream's threads), while HAProxy ran `nbthread 2`; one worker
+/// used less CPU per request at fixed rates (both rows are in the tables).
 fn default_proxy_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| (n.get() / 2).max(1))
-        .unwrap_or(1)
+    2
 }
 
 async fn run(cli: Cli, workers: meshbox_proxy::Workers) -> anyhow::Result<ExitCode> {

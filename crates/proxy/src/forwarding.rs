@@ -140,7 +140,10 @@ impl Proxy {
         // Keep the body when it may be sent more than once.
         let wants_replay = fwd.retry.attempts > 0 || !fwd.mirrors.is_empty();
         let small = body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT);
-        let (mut first_body, replay) = if wants_replay && small {
+        let (mut first_body, replay) = if wants_replay && body.is_end_stream() {
+            // Nothing to collect (most requests).
+            (None, Some(Bytes::new()))
+        } else if wants_replay && small {
             match body.collect().await {
                 Ok(collected) => (None, Some(collected.to_bytes())),
                 Err(_) => {
@@ -207,6 +210,8 @@ impl Proxy {
                     Err(outcome) => return outcome,
                 };
                 let body = match (&replay, first_body.take()) {
+                    // An empty body boxes a zero-sized value: no allocation per try.
+                    (Some(bytes), _) if bytes.is_empty() => crate::body::empty_body(),
                     (Some(bytes), _) => Full::new(bytes.clone())
                         .map_err(|never| match never {})
                         .boxed(),
