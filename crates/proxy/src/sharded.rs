@@ -232,19 +232,25 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A map that the request path reads without a lock (an `arc-swap` load); a key not
-/// seen before copies the map with it added, under a mutex that only adders take. For
-/// maps whose keys are few and soon all known (label sets, endpoints).
+/// A map that the request path reads without a lock (an `arc-swap` load of the current
+/// map). Keys added since the map was last rebuilt wait in a side map under a mutex,
+/// and are merged into a new current map once they number an eighth of it (at once
+/// while it is small): adding n keys copies O(n) entries in all, not O(n²), and a
+/// lookup takes the mutex only for a key the current map does not have yet. For maps
+/// whose keys are mostly known early (label sets, endpoints).
 pub(crate) struct CopyOnWriteMap<K, V> {
     current: ArcSwap<HashMap<K, V, FxBuildHasher>>,
-    adding: Mutex<()>,
+    recent: Mutex<HashMap<K, V, FxBuildHasher>>,
 }
+
+/// Below this many keys a new key is merged into the current map at once.
+const SMALL_MAP: usize = 64;
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for CopyOnWriteMap<K, V> {
     fn default() -> Self {
         CopyOnWriteMap {
             current: ArcSwap::from_pointee(HashMap::default()),
-            adding: Mutex::new(()),
+            recent: Mutex::new(HashMap::default()),
         }
     }
 }
@@ -252,28 +258,35 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for CopyOnWriteMap<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> CopyOnWriteMap<K, V> {
     /// `f` of the value of `key`, if it has one.
     pub(crate) fn with<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.current.load().get(key).map(f)
+        if let Some(v) = self.current.load().get(key) {
+            return Some(f(v));
+        }
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.get(key).map(f)
     }
 
     /// The value of `key`, made by `make` and added the first time.
     pub(crate) fn get_or_add(&self, key: &K, make: impl FnOnce() -> V) -> V {
-        if let Some(v) = self.with(key, V::clone) {
-            return v;
+        if let Some(v) = self.current.load().get(key) {
+            return v.clone();
         }
         self.add(key, make)
     }
 
     #[cold]
     fn add(&self, key: &K, make: impl FnOnce() -> V) -> V {
-        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = self.current.load_full();
-        if let Some(v) = known.get(key) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        if let Some(v) = current.get(key).or_else(|| recent.get(key)) {
             return v.clone();
         }
         let value = make();
-        let mut map = HashMap::clone(&known);
-        map.insert(key.clone(), value.clone());
-        self.current.store(Arc::new(map));
+        recent.insert(key.clone(), value.clone());
+        if current.len() < SMALL_MAP || recent.len() * 8 >= current.len() {
+            let mut merged = HashMap::clone(&current);
+            merged.extend(recent.drain());
+            self.current.store(Arc::new(merged));
+        }
         value
     }
 }
@@ -364,6 +377,30 @@ mod tests {
         assert_eq!(map.with(&1, |v| v.len()), Some(3));
         assert_eq!(map.with(&2, |v| v.to_string()), Some("two".to_string()));
         assert_eq!(map.with(&3, |v| v.len()), None);
+    }
+
+    /// Many keys: each is found as soon as it is added (in the side map until a merge),
+    /// made once, and the current map is rebuilt a bounded number of times.
+    #[test]
+    fn copy_on_write_map_merges_added_keys_in_batches() {
+        let map: CopyOnWriteMap<u32, u32> = CopyOnWriteMap::default();
+        let mut rebuilds = 0;
+        let mut last = Arc::as_ptr(&map.current.load_full());
+        for k in 0..5000u32 {
+            assert_eq!(map.get_or_add(&k, || k * 2), k * 2);
+            assert_eq!(map.with(&k, |v| *v), Some(k * 2), "key {k} just added");
+            assert_eq!(map.get_or_add(&k, || 0), k * 2, "key {k} made twice");
+            let now = Arc::as_ptr(&map.current.load_full());
+            if now != last {
+                rebuilds += 1;
+                last = now;
+            }
+        }
+        for k in 0..5000u32 {
+            assert_eq!(map.with(&k, |v| *v), Some(k * 2));
+        }
+        // 64 small-map merges, then one per eighth of growth: about 64 + 8 ln(5000/64).
+        assert!(rebuilds < 110, "{rebuilds} rebuilds for 5000 keys");
     }
 
     /// More bounds than a shard has room for: the extra ones are dropped and their
