@@ -67,6 +67,17 @@ pub(crate) fn empty_body() -> ProxyBody {
         .boxed()
 }
 
+/// `bytes` whole, as a [`ProxyBody`]; empty bytes make an [`empty_body`] (no
+/// allocation: a replayed bodiless request, a local reply without a body).
+pub(crate) fn bytes_body(bytes: Bytes) -> ProxyBody {
+    if bytes.is_empty() {
+        return empty_body();
+    }
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 impl LoggedBody {
     /// Wraps `inner`; `log` is written when the body ends or is dropped.
     pub fn new(inner: ProxyBody, log: Option<Box<PendingLog>>) -> LoggedBody {

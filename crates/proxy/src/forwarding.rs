@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ORIGIN};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Body;
 
 use meshbox_routing::cluster_policy::{HashKey, LbPolicy};
@@ -210,11 +210,7 @@ impl Proxy {
                     Err(outcome) => return outcome,
                 };
                 let body = match (&replay, first_body.take()) {
-                    // An empty body boxes a zero-sized value: no allocation per try.
-                    (Some(bytes), _) if bytes.is_empty() => crate::body::empty_body(),
-                    (Some(bytes), _) => Full::new(bytes.clone())
-                        .map_err(|never| match never {})
-                        .boxed(),
+                    (Some(bytes), _) => crate::body::bytes_body(bytes.clone()),
                     (None, Some(b)) => b,
                     (None, None) => break_outcome(),
                 };
@@ -377,10 +373,7 @@ impl Proxy {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into())
         });
-        let mut req = copy_request(
-            parts,
-            Full::new(body).map_err(|never| match never {}).boxed(),
-        );
+        let mut req = copy_request(parts, crate::body::bytes_body(body));
         let Ok(uri) = http::Uri::builder()
             .scheme("http")
             .authority(crate::proxy::socket_addr_text(endpoint))

@@ -15,7 +15,7 @@ use chrono::Utc;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
@@ -192,15 +192,7 @@ impl Outcome {
 }
 
 fn local_reply(status: StatusCode, body: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(if body.is_empty() {
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed()
-    } else {
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed()
-    });
+    let mut resp = Response::new(crate::body::bytes_body(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     if !body.is_empty() {
