@@ -111,7 +111,7 @@ impl Proxy {
                 "UO",
                 "upstream_reset_before_response_started{overflow}",
             )
-            .with_cluster(&cluster.name);
+            .with_cluster(cluster.name.clone());
         };
         let (mut parts, body) = req.into_parts();
         let (hash, set_cookie) = match &cluster.policy.lb {
@@ -298,7 +298,7 @@ impl Proxy {
                 add_cors_headers(outcome.response.headers_mut(), cors, origin, false);
             }
         }
-        outcome.with_cluster(&cluster.name)
+        outcome.with_cluster(cluster.name.clone())
     }
 
     /// The endpoint for the next try: round robin over known addresses, a DNS
@@ -315,7 +315,7 @@ impl Proxy {
             // PASSTHROUGH: the address the caller asked for, no balancing.
             return match self.resolver.resolve(host, port).await {
                 Ok(addrs) => Ok(addrs.first().copied()),
-                Err(e) => Err(dns_failure(&e.host).with_cluster(&cluster.name)),
+                Err(e) => Err(dns_failure(&e.host).with_cluster(cluster.name.clone())),
             };
         }
         Ok(match &cluster.endpoints {
@@ -337,7 +337,7 @@ impl Proxy {
             ClusterEndpoints::OriginalDestination => {
                 match self.resolver.resolve(host, port).await {
                     Ok(addrs) => addrs.first().copied(),
-                    Err(e) => return Err(dns_failure(&e.host).with_cluster(&cluster.name)),
+                    Err(e) => return Err(dns_failure(&e.host).with_cluster(cluster.name.clone())),
                 }
             }
         })

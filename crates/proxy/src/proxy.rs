@@ -139,8 +139,9 @@ pub(crate) struct Outcome {
     pub(crate) details: &'static str,
     pub(crate) upstream_host: Option<SocketAddr>,
     pub(crate) upstream_local: Option<SocketAddr>,
-    pub(crate) cluster: Option<String>,
-    pub(crate) route: Option<String>,
+    /// Shared with the tables (no copy per request).
+    pub(crate) cluster: Option<Arc<str>>,
+    pub(crate) route: Option<Arc<str>>,
     pub(crate) service_time_ms: Option<u64>,
     pub(crate) transport_failure: Option<String>,
     /// Kept alive until the response body is done (a connection-pool admission).
@@ -168,8 +169,8 @@ impl Outcome {
         }
     }
 
-    fn with_route(mut self, route: &str) -> Outcome {
-        self.route = Some(route.to_string());
+    fn with_route(mut self, route: impl Into<Arc<str>>) -> Outcome {
+        self.route = Some(route.into());
         self
     }
 
@@ -185,8 +186,8 @@ impl Outcome {
         o
     }
 
-    pub(crate) fn with_cluster(mut self, cluster: &str) -> Outcome {
-        self.cluster = Some(cluster.to_string());
+    pub(crate) fn with_cluster(mut self, cluster: impl Into<Arc<str>>) -> Outcome {
+        self.cluster = Some(cluster.into());
         self
     }
 }
@@ -509,7 +510,7 @@ impl Proxy {
                 let forward =
                     Box::pin(self.forward(req, from, app, authority.as_deref(), None, None));
                 let mut outcome = forward.await.with_route("default");
-                outcome.cluster = Some(format!("inbound|{port}||"));
+                outcome.cluster = Some(format!("inbound|{port}||").into());
                 outcome
             }
             ListenerRole::SidecarOutbound => {
@@ -580,8 +581,12 @@ impl Proxy {
             entry.response_code_details = outcome.details;
             entry.upstream_host = outcome.upstream_host;
             entry.upstream_local_address = outcome.upstream_local;
-            entry.upstream_cluster = outcome.cluster;
-            entry.route_name = outcome.route.filter(|r| !r.is_empty());
+            entry.upstream_cluster = outcome.cluster.as_deref().map(str::to_string);
+            entry.route_name = outcome
+                .route
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string);
             entry.upstream_service_time_ms = outcome.service_time_ms;
             entry.upstream_transport_failure_reason = outcome.transport_failure;
         }
@@ -712,7 +717,7 @@ impl Proxy {
                 forward.await
             }
         };
-        outcome.with_route(&route.name)
+        outcome.with_route(route.name.clone())
     }
 
     /// A host the registry does not know: Passthrough (ALLOW_ANY) or BlackHole
@@ -726,7 +731,7 @@ impl Proxy {
         host: &str,
         port: u16,
         tables: &ProxyTables,
-        route: Option<String>,
+        route: Option<Arc<str>>,
     ) -> Outcome {
         let policy = tables.outbound_policy;
         let route = route.unwrap_or_else(|| match policy {
@@ -769,7 +774,7 @@ impl Proxy {
                 Ok(_) => Outcome::local(StatusCode::BAD_GATEWAY, "", "-", "direct_response"),
             },
         };
-        outcome.with_route(&route)
+        outcome.with_route(route)
     }
 
     async fn passthrough(

@@ -274,7 +274,7 @@ impl Proxy {
         let (stream, addr, local) = self
             .dial_cluster(cluster, host, port)
             .await
-            .map_err(|o| (o.with_cluster(&cluster_name), None))?;
+            .map_err(|o| (o.with_cluster(cluster_name.as_str()), None))?;
         Ok(Upstream {
             stream,
             cluster: cluster_name,
@@ -335,7 +335,7 @@ impl Proxy {
             user_agent,
             authority,
             upstream_host: outcome.upstream_host,
-            upstream_cluster: outcome.cluster.clone(),
+            upstream_cluster: outcome.cluster.as_deref().map(str::to_string),
             downstream_local_address: Some(log.downstream_local),
             downstream_remote_address: Some(log.downstream_remote),
             route_name: route.map(str::to_string),
@@ -409,7 +409,7 @@ impl Proxy {
             Ok((up, addr, up_local)) => {
                 let upstream = Upstream {
                     stream: up,
-                    cluster: cluster.name.clone(),
+                    cluster: cluster.name.to_string(),
                     host: addr,
                     local: up_local,
                     service: None,
@@ -425,7 +425,7 @@ impl Proxy {
                 );
                 self.metrics.tcp_open(&labels);
                 self.metrics.tcp_close(&labels, first.len() as u64, 0);
-                let mut entry = tcp_entry(&log, Some(cluster.name.clone()), sni);
+                let mut entry = tcp_entry(&log, Some(cluster.name.to_string()), sni);
                 entry.response_flags = outcome.flags;
                 entry.upstream_host = outcome.upstream_host;
                 entry.upstream_transport_failure_reason = outcome.transport_failure;

@@ -691,7 +691,7 @@ impl<'a> MeshState<'a> {
             let vhosts = per_port.entry(port).or_default();
             let name = format!("{host}:{port}");
             let redirect = Route {
-                name: String::new(),
+                name: "".into(),
                 matcher: RouteMatch::default(),
                 action: RouteAction::Redirect(Redirect {
                     scheme: Some("https".into()),
@@ -922,7 +922,7 @@ fn catch_all_vhost(catch_all: CatchAll) -> VirtualHost {
         name: name.to_string(),
         domains: vec!["*".into()],
         routes: vec![Route {
-            name: name.to_string(),
+            name: name.into(),
             matcher: RouteMatch::default(),
             action,
             source: None,
@@ -1235,7 +1235,8 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
                         (Some(r), Some(mn)) => format!("{r}.{mn}"),
                         (Some(r), None) => r.clone(),
                         (None, _) => String::new(),
-                    },
+                    }
+                    .into(),
                     matcher,
                     action,
                     source: Some(RouteSource {

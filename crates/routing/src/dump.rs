@@ -314,7 +314,7 @@ fn route_rows(tables: &ProxyTables) -> Vec<RouteRow> {
                     domains: vh.domains.clone(),
                     match_: short_match(&route.matcher),
                     conditions: describe_match(&route.matcher),
-                    route_name: route.name.clone(),
+                    route_name: route.name.to_string(),
                     virtual_service,
                     rule,
                     origin,
@@ -539,9 +539,9 @@ fn cluster_rows(tables: &ProxyTables, listeners: &[ProxyListener]) -> Vec<Cluste
                 ClusterEndpoints::OriginalDestination => ("ORIGINAL_DST", 0),
             };
             let (direction, port, subset, host) =
-                parse_cluster_name(&c.name).unwrap_or(("", "", "", c.name.as_str()));
+                parse_cluster_name(&c.name).unwrap_or(("", "", "", &c.name));
             ClusterRow {
-                cluster: c.name.clone(),
+                cluster: c.name.to_string(),
                 service_fqdn: host.to_string(),
                 port: dash(port),
                 subset: dash(subset),
@@ -662,7 +662,7 @@ fn endpoint_rows(tables: &ProxyTables, listeners: &[ProxyListener]) -> Vec<Endpo
                     rows.push(EndpointRow {
                         endpoint: a.to_string(),
                         status: "HEALTHY".into(),
-                        cluster: c.name.clone(),
+                        cluster: c.name.to_string(),
                     });
                 }
             }
@@ -671,7 +671,7 @@ fn endpoint_rows(tables: &ProxyTables, listeners: &[ProxyListener]) -> Vec<Endpo
                     rows.push(EndpointRow {
                         endpoint: format!("{n}:{p}"),
                         status: "HEALTHY".into(),
-                        cluster: c.name.clone(),
+                        cluster: c.name.to_string(),
                     });
                 }
             }

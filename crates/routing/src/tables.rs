@@ -319,7 +319,7 @@ pub struct DelegateSource {
 #[derive(Debug)]
 pub struct Route {
     /// Istio's route name: the rule's `name`, else the VS-derived name, or `default`.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// When the route applies: a compiled `HTTPMatchRequest`.
     pub matcher: RouteMatch,
     /// What to do with a request that matches.
@@ -390,13 +390,20 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    /// Whether the request meets every condition.
+    /// Whether the request meets every condition. Nothing is allocated: the request
+    /// path calls this for every route it tries.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.explain_mismatch(req).is_none()
+        self.first_mismatch(req).is_none()
     }
 
     /// The first condition that fails, in words; `None` when everything matches.
     pub fn explain_mismatch(&self, req: &RequestView<'_>) -> Option<String> {
+        self.first_mismatch(req).map(|m| m.to_string())
+    }
+
+    /// The first condition that fails, as borrowed parts that [`Mismatch`]'s `Display`
+    /// puts into words only when asked (`trace`), never on the request path.
+    fn first_mismatch<'m, 'r>(&'m self, req: &'r RequestView<'r>) -> Option<Mismatch<'m, 'r>> {
         if let Some(uri) = &self.uri {
             let path = req.path();
             let ok = if self.ignore_uri_case {
@@ -405,34 +412,19 @@ impl RouteMatch {
                 uri.matches(path)
             };
             if !ok {
-                return Some(format!("uri {path:?} does not match {}", describe(uri)));
+                return Some(Mismatch::Field("uri", path, uri));
             }
         }
-        if let Some(m) = &self.scheme {
-            if !m.matches(req.scheme) {
-                return Some(format!(
-                    "scheme {:?} does not match {}",
-                    req.scheme,
-                    describe(m)
-                ));
-            }
-        }
-        if let Some(m) = &self.method {
-            if !m.matches(req.method) {
-                return Some(format!(
-                    "method {:?} does not match {}",
-                    req.method,
-                    describe(m)
-                ));
-            }
-        }
-        if let Some(m) = &self.authority {
-            if !m.matches(req.authority) {
-                return Some(format!(
-                    "authority {:?} does not match {}",
-                    req.authority,
-                    describe(m)
-                ));
+        let fields = [
+            ("scheme", &self.scheme, req.scheme),
+            ("method", &self.method, req.method),
+            ("authority", &self.authority, req.authority),
+        ];
+        for (field, matcher, value) in fields {
+            if let Some(m) = matcher {
+                if !m.matches(value) {
+                    return Some(Mismatch::Field(field, value, m));
+                }
             }
         }
         for h in &self.headers {
@@ -447,15 +439,9 @@ impl RouteMatch {
             };
             if holds == h.invert {
                 return Some(if h.invert {
-                    format!(
-                        "header {} matches (withoutHeaders; a missing header counts as empty)",
-                        h.name
-                    )
+                    Mismatch::WithoutHeader(&h.name)
                 } else {
-                    match value {
-                        None => format!("header {} is absent", h.name),
-                        Some(v) => format!("header {} value {v:?} does not match", h.name),
-                    }
+                    Mismatch::Header(&h.name, value)
                 });
             }
         }
@@ -471,10 +457,46 @@ impl RouteMatch {
                 .next();
             match found {
                 Some(v) if m.matches(v) => {}
-                _ => return Some(format!("query parameter {name} does not match")),
+                _ => return Some(Mismatch::QueryParam(name)),
             }
         }
         None
+    }
+}
+
+/// Why a request does not meet a [`RouteMatch`], borrowed from the match and the request.
+enum Mismatch<'m, 'r> {
+    /// `uri`, `scheme`, `method` or `authority`: the field, the request's value, the matcher.
+    Field(&'static str, &'r str, &'m StrMatcher),
+    /// A `headers` condition: the header and its value, if present.
+    Header(&'m str, Option<&'r str>),
+    /// A `withoutHeaders` condition that the request meets.
+    WithoutHeader(&'m str),
+    /// A `queryParams` condition.
+    QueryParam(&'m str),
+}
+
+impl std::fmt::Display for Mismatch<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Field(field, value, m) => {
+                write!(f, "{field} {value:?} does not match ")?;
+                match m {
+                    StrMatcher::Exact(s) => write!(f, "exact {s:?}"),
+                    StrMatcher::Prefix(s) => write!(f, "prefix {s:?}"),
+                    StrMatcher::Regex(r) => write!(f, "regex {:?}", r.as_str()),
+                }
+            }
+            Mismatch::Header(name, None) => write!(f, "header {name} is absent"),
+            Mismatch::Header(name, Some(v)) => {
+                write!(f, "header {name} value {v:?} does not match")
+            }
+            Mismatch::WithoutHeader(name) => write!(
+                f,
+                "header {name} matches (withoutHeaders; a missing header counts as empty)"
+            ),
+            Mismatch::QueryParam(name) => write!(f, "query parameter {name} does not match"),
+        }
     }
 }
 
@@ -485,14 +507,6 @@ fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<&'a str> {
         ":path" => Some(req.path_and_query),
         ":scheme" => Some(req.scheme),
         _ => req.headers.get(name).and_then(|v| v.to_str().ok()),
-    }
-}
-
-fn describe(m: &StrMatcher) -> String {
-    match m {
-        StrMatcher::Exact(s) => format!("exact {s:?}"),
-        StrMatcher::Prefix(s) => format!("prefix {s:?}"),
-        StrMatcher::Regex(r) => format!("regex {:?}", r.as_str()),
     }
 }
 
@@ -624,7 +638,7 @@ pub enum ClusterEndpoints {
 #[derive(Debug)]
 pub struct Cluster {
     /// `outbound|80||producer-internal-host.dev-service-mesh.svc.cluster.local`.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Where its endpoints come from; none at request time means 503 `UH`.
     pub endpoints: ClusterEndpoints,
     /// The port that traffic leaves on, for original-destination clusters.
@@ -638,7 +652,7 @@ impl Cluster {
     /// A cluster with the round-robin position at the start.
     pub fn new(name: String, endpoints: ClusterEndpoints, port: u32) -> Cluster {
         Cluster {
-            name,
+            name: name.into(),
             endpoints,
             port,
             policy: ClusterPolicy::default(),
@@ -670,6 +684,84 @@ pub fn outbound_cluster_name(port: u32, subset: &str, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each kind of failed condition is put into words for `trace`, while `matches`
+    /// answers the same question without building any text.
+    #[test]
+    fn every_failed_condition_is_explained_and_matching_agrees() {
+        let mut headers = HeaderMap::new();
+        headers.insert("end-user", http::HeaderValue::from_static("jason"));
+        let req = RequestView {
+            method: "GET",
+            scheme: "http",
+            authority: "a.example",
+            path_and_query: "/b?tag=x",
+            headers: &headers,
+        };
+        let exact = |s: &str| Some(StrMatcher::Exact(s.into()));
+        let header = |name: &str, value: Option<StrMatcher>, invert: bool| HeaderCondition {
+            name: name.into(),
+            value,
+            invert,
+        };
+        let cases = [
+            (
+                RouteMatch {
+                    scheme: exact("https"),
+                    ..Default::default()
+                },
+                "scheme \"http\" does not match exact \"https\"",
+            ),
+            (
+                RouteMatch {
+                    method: Some(StrMatcher::Prefix("PO".into())),
+                    ..Default::default()
+                },
+                "method \"GET\" does not match prefix \"PO\"",
+            ),
+            (
+                RouteMatch {
+                    authority: Some(StrMatcher::Regex(Regex::new("^b.*$").expect("regex"))),
+                    ..Default::default()
+                },
+                "authority \"a.example\" does not match regex \"^b.*$\"",
+            ),
+            (
+                RouteMatch {
+                    headers: vec![header("end-user", exact("mary"), false)],
+                    ..Default::default()
+                },
+                "header end-user value \"jason\" does not match",
+            ),
+            (
+                RouteMatch {
+                    headers: vec![header("end-user", exact("jason"), true)],
+                    ..Default::default()
+                },
+                "header end-user matches (withoutHeaders; a missing header counts as empty)",
+            ),
+            (
+                RouteMatch {
+                    query_params: vec![("tag".into(), StrMatcher::Exact("y".into()))],
+                    ..Default::default()
+                },
+                "query parameter tag does not match",
+            ),
+        ];
+        for (matcher, words) in cases {
+            assert!(!matcher.matches(&req), "{words}");
+            assert_eq!(matcher.explain_mismatch(&req).as_deref(), Some(words));
+        }
+        let all = RouteMatch {
+            uri: Some(StrMatcher::Prefix("/b".into())),
+            method: exact("GET"),
+            headers: vec![header("end-user", exact("jason"), false)],
+            query_params: vec![("tag".into(), StrMatcher::Exact("x".into()))],
+            ..Default::default()
+        };
+        assert!(all.matches(&req));
+        assert_eq!(all.explain_mismatch(&req), None);
+    }
 
     #[test]
     fn rewrite_keeps_query_and_replaces_prefix() {

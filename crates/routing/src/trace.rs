@@ -169,7 +169,7 @@ pub struct RuleRef {
 impl RuleRef {
     fn of(route: &Route) -> RuleRef {
         RuleRef {
-            route_name: route.name.clone(),
+            route_name: route.name.to_string(),
             virtual_service: route.source.as_ref().map(|s| s.virtual_service.clone()),
             rule: route.source.as_ref().map(|s| s.rule),
             match_index: route.source.as_ref().and_then(|s| s.match_index),
@@ -771,7 +771,7 @@ fn catch_all(
         OutboundPolicy::RegistryOnly => {
             let route = vh
                 .and_then(|v| v.routes.first())
-                .map(|r| r.name.clone())
+                .map(|r| r.name.to_string())
                 .unwrap_or_else(|| BLOCK_ALL_ROUTE.to_string());
             steps.push(Step::CatchAll {
                 route: route.clone(),
@@ -817,7 +817,7 @@ fn catch_all(
         OutboundPolicy::AllowAny => {
             let route = vh
                 .and_then(|v| v.routes.first())
-                .map(|r| r.name.clone())
+                .map(|r| r.name.to_string())
                 .unwrap_or_else(|| ALLOW_ANY_ROUTE.to_string());
             steps.push(Step::CatchAll {
                 route: route.clone(),
@@ -920,7 +920,7 @@ fn route_in_vhost(
                 status: *status,
                 body: body.clone(),
             });
-            let is_block_all = route.name == BLOCK_ALL_ROUTE;
+            let is_block_all = &*route.name == BLOCK_ALL_ROUTE;
             Verdict {
                 forwarded: false,
                 status: Some(*status),

@@ -65,7 +65,7 @@ fn rule(name: &str, matches: &str) -> String {
 
 /// The name of the route a request lands on (`404` when none).
 fn hit(t: &ProxyTables, req: &RequestView<'_>) -> String {
-    route_for(t, 80, req).map_or_else(|| "404".into(), |r| r.name.clone())
+    route_for(t, 80, req).map_or_else(|| "404".into(), |r| r.name.to_string())
 }
 
 fn hit_get(t: &ProxyTables, path: &str) -> String {

@@ -1098,7 +1098,7 @@ fn istio_delegate_rules_replace_the_root_rule_with_merged_matches() {
     );
     assert_eq!(fate_of(&a, 80, "producer-internal-host", "/"), cluster(P));
     let vh = vhost(&a, 80, "producer-internal-host").unwrap();
-    let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = vh.routes.iter().map(|r| &*r.name).collect();
     // Names join root-delegate; a delegate rule without name takes the root's.
     assert_eq!(names, ["api-v2", "api", ""]);
     // The route says where it came from: root rule 0, delegate rule 2.
