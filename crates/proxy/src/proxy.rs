@@ -1312,17 +1312,24 @@ fn new_request_id(a: u64, b: u64) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
     let a = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
-    let mut out = [b'-'; 36];
-    let mut pos = 0;
-    for word in [a, b] {
-        for shift in (0..16).rev() {
-            if matches!(pos, 8 | 13 | 18 | 23) {
-                pos += 1;
-            }
-            out[pos] = HEX[((word >> (shift * 4)) & 0xF) as usize];
-            pos += 1;
-        }
+    // Two hex digits per byte, then the dashes put in by whole groups: no per-digit
+    // position checks.
+    let mut digits = [0u8; 32];
+    for (i, byte) in a
+        .to_be_bytes()
+        .into_iter()
+        .chain(b.to_be_bytes())
+        .enumerate()
+    {
+        digits[2 * i] = HEX[usize::from(byte >> 4)];
+        digits[2 * i + 1] = HEX[usize::from(byte & 0xF)];
     }
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&digits[..8]);
+    out[9..13].copy_from_slice(&digits[8..12]);
+    out[14..18].copy_from_slice(&digits[12..16]);
+    out[19..23].copy_from_slice(&digits[16..20]);
+    out[24..].copy_from_slice(&digits[20..]);
     out
 }
 
