@@ -490,20 +490,43 @@ impl Mesh {
         if let Ok(mut shared) = self.metrics_index.write() {
             *shared = index;
         }
-        for pod in self.pods.values() {
-            let tables = if pod.gateway.is_some() {
+        let pods: Vec<&Pod> = self.pods.values().collect();
+        let compile_and_swap = |pod: &Pod| {
+            let mut tables = if pod.gateway.is_some() {
                 state.gateway_tables(&pod.instance, &pod.gateway_ports)
             } else {
                 state.sidecar_tables(&pod.instance)
             };
-            let mut tables = tables;
             // Header values naming a secret (`${file:...}`, `${env:...}`) are read here,
             // on every config change, never per request.
             for e in tables.resolve_header_secrets(&mut meshbox_routing::policy::read_secret) {
                 tracing::error!(proxy = %pod.instance.name, "{e}");
             }
             pod.proxy.update(tables);
+        };
+        // Each proxy's tables are compiled from the same read-only state, so they are
+        // compiled side by side on the machine's CPUs (a pod at a time, taken in turn),
+        // as istiod pushes to proxies concurrently; one CPU or one pod: right here.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(pods.len());
+        if threads < 2 {
+            pods.into_iter().for_each(compile_and_swap);
+            return;
         }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            while let Some(pod) = pods.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                compile_and_swap(pod);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
     }
 
     fn next_suffix(&mut self) -> String {
