@@ -150,7 +150,12 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
     };
     let mut mesh = Mesh::new(settings).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
-    if !sources.is_empty() {
+    if sources.is_empty() {
+        // Nothing to apply: the mesh starts what the install options enable (the
+        // gateways). An apply reconciles by itself: a second pass would compile every
+        // proxy's tables again for nothing.
+        mesh.reconcile().await;
+    } else {
         match mesh.apply(&sources, opts.namespace.clone()).await {
             Ok(out) => print!("{out}"),
             Err(e) => {
@@ -162,7 +167,6 @@ pub async fn run_up(opts: UpOptions) -> anyhow::Result<()> {
             }
         }
     }
-    mesh.reconcile().await;
     // The control socket exists before GATEWAY_URL is printed, so that whoever
     // reads that line can `apply` at once (connections wait in the backlog).
     let listener = UnixListener::bind(&socket)?;
