@@ -22,7 +22,7 @@ use meshbox_routing::{MeshState, WorkloadInstance};
 
 use crate::images::{ImageMap, LocalCommand};
 use crate::paths::log_file;
-use crate::ports::{PortReservation, REUSEPORT_ENV};
+use crate::ports::{proxy_listener, PortReservation, REUSEPORT_ENV};
 use crate::supervisor::{ContainerState, ProcessSpec, Supervised};
 
 /// Settings fixed for the life of a mesh.
@@ -679,7 +679,7 @@ impl Mesh {
             } else {
                 0
             };
-            let listener = TcpListener::bind(("127.0.0.1", want)).await?;
+            let listener = proxy_listener(SocketAddr::from(([127, 0, 0, 1], want)))?;
             inbound.insert(*target, listener.local_addr()?);
             gateway_ports.push((*target, *port));
             listeners.push(self.serve(
@@ -725,7 +725,7 @@ impl Mesh {
         let ns = d.namespace().to_string();
         let name = format!("{}-{}-{}", d.metadata.name, hash, self.next_suffix());
         let (proxy, log_writer) = self.make_proxy(&name, &ns);
-        let outbound_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let outbound_listener = proxy_listener(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let outbound = outbound_listener.local_addr()?;
         let mut listeners =
             vec![self.serve(&proxy, outbound_listener, ListenerRole::SidecarOutbound)?];
@@ -746,7 +746,7 @@ impl Mesh {
                 let app_port = reservation.port();
                 let app = reservation.addr();
                 reserved_ports.push(reservation);
-                let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+                let listener = proxy_listener(SocketAddr::from(([127, 0, 0, 1], 0)))?;
                 inbound.insert(p.container_port, listener.local_addr()?);
                 if let Some(n) = &p.name {
                     named_ports.insert(n.clone(), p.container_port);
