@@ -1,4 +1,5 @@
-//! Loopback ports for workload processes, reserved for as long as their pod lives.
+//! Loopback ports: the proxies' listening sockets ([`proxy_listener`], with Envoy's accept
+//! queue), and the ports of workload processes, reserved for as long as their pod lives.
 //!
 //! A pod's app listens on a port that meshbox picks. Picking a free port and releasing
 //! it before the child binds it leaves a window in which another listener (one of this
