@@ -17,8 +17,13 @@
 //! idle connections.
 //!
 //! As Envoy and hyper-util do, a request that a reused connection could not take (the
-//! upstream closed it while idle) is sent again on a new connection; idle connections
-//! older than [`IDLE_TIMEOUT`] are dropped when their endpoint is next used.
+//! upstream closed it while idle) is sent again on a new connection. Connections idle
+//! longer than [`IDLE_TIMEOUT`] are closed when their endpoint is next used, and in any
+//! case by [`UpstreamPool::sweep`], which the proxy runs every [`IDLE_TIMEOUT`]; the
+//! sweep also forgets endpoints left with no connection (a pod deleted, a DNS answer
+//! changed), as Envoy drains the pools of hosts that leave a cluster. Without it, a
+//! connection to an endpoint never used again would stay open for good (half closed
+//! once the upstream goes, holding a descriptor), and the endpoint's entry with it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -108,15 +113,50 @@ struct Idle<C> {
 fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
     if let Ok(mut idle) = idle.lock() {
         let now = Instant::now();
-        let stale = idle
-            .iter()
-            .take_while(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
-            .count();
-        idle.drain(..stale);
+        drop_stale(&mut idle, now);
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(Idle { conn, since: now });
         }
     }
+}
+
+/// Drops (closes) the connections of `idle` that are idle longer than [`IDLE_TIMEOUT`]
+/// at `now`; returns how many. The oldest are first (connections are pushed as they
+/// become idle and taken from the end).
+fn drop_stale<C>(idle: &mut Vec<Idle<C>>, now: Instant) -> usize {
+    let stale = idle
+        .iter()
+        .take_while(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
+        .count();
+    idle.drain(..stale);
+    stale
+}
+
+impl EndpointConnections {
+    /// Closes the connections idle too long at `now`; returns how many, and whether
+    /// any connection is left.
+    fn sweep(&self, now: Instant) -> (usize, bool) {
+        let mut closed = 0;
+        let mut left = false;
+        if let Ok(mut idle) = self.idle.lock() {
+            closed += drop_stale(&mut idle, now);
+            left |= !idle.is_empty();
+        }
+        if let Ok(mut plain) = self.plain.lock() {
+            closed += drop_stale(&mut plain, now);
+            left |= !plain.is_empty();
+        }
+        (closed, left)
+    }
+}
+
+/// What one [`UpstreamPool::sweep`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    /// Idle connections closed.
+    pub(crate) closed: usize,
+    /// Endpoints forgotten (no connection left, none lent).
+    pub(crate) forgotten: usize,
 }
 
 /// A connection lent to one request until its response body ends.
@@ -162,6 +202,22 @@ impl UpstreamPool {
     fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointConnections> {
         let key = (addr, crate::workers::current_worker().unwrap_or(0));
         self.endpoints.get_or_add(&key, Arc::default)
+    }
+
+    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now`, and forgets
+    /// the endpoints that are left with none and that no request holds (a response
+    /// still being read holds its endpoint until its connection is back). A request
+    /// that looked its endpoint up just before may still get the forgotten entry: its
+    /// connection then closes when the request ends instead of waiting idle.
+    pub(crate) fn sweep(&self, now: Instant) -> Swept {
+        let mut swept = Swept::default();
+        swept.forgotten = self.endpoints.retain(|_, endpoint| {
+            let (closed, left) = endpoint.sweep(now);
+            swept.closed += closed;
+            // One count is the map's own.
+            left || Arc::strong_count(endpoint) > 1
+        });
+        swept
     }
 
     /// Sends a request (`parts`: origin-form URI, its own Host header) to `addr` on a
@@ -440,13 +496,24 @@ mod tests {
     /// (as an upstream whose idle timeout is short does). Returns its address and the
     /// count of connections it accepted.
     async fn upstream(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let (addr, accepted, _) = upstream_counting_closes(close_after_each).await;
+        (addr, accepted)
+    }
+
+    /// [`upstream`], also counting the connections that the client side closed.
+    async fn upstream_counting_closes(
+        close_after_each: bool,
+    ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
+        let closes = closed.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -455,6 +522,7 @@ mod tests {
                             return;
                         };
                         if n == 0 {
+                            closes.fetch_add(1, Ordering::SeqCst);
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
@@ -472,7 +540,7 @@ mod tests {
                 });
             }
         });
-        (addr, accepted)
+        (addr, accepted, closed)
     }
 
     fn get() -> Request<ProxyBody> {
@@ -636,5 +704,89 @@ mod tests {
             "{}",
             err.reason()
         );
+    }
+
+    /// A request with a whole body (hyper's client connections).
+    fn post_bytes(body: &'static str) -> Request<ProxyBody> {
+        Request::builder()
+            .method(http::Method::POST)
+            .uri("/")
+            .header(http::header::HOST, "upstream")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(
+                http_body_util::Full::new(Bytes::from_static(body.as_bytes()))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .expect("request")
+    }
+
+    /// Waits (with a deadline) until `count` reaches `n`.
+    async fn until_count(count: &AtomicUsize, n: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} of {n} after 10 s",
+                count.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Envoy closes an upstream connection idle for its idle timeout and drains the
+    /// pools of hosts that leave a cluster; here the sweep does both, for either kind
+    /// of connection, whether or not the endpoint is used again.
+    #[tokio::test]
+    async fn a_sweep_closes_connections_idle_too_long_and_forgets_their_endpoint() {
+        let (addr, accepted, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        let (resp, _) = send(&pool, addr, post_bytes("x")).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // Just idle: kept.
+        assert_eq!(pool.sweep(Instant::now()), Swept::default());
+        assert_eq!(closed.load(Ordering::SeqCst), 0);
+
+        let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
+        let swept = pool.sweep(later);
+        assert_eq!(
+            swept,
+            Swept {
+                closed: 2,
+                forgotten: 1
+            }
+        );
+        until_count(&closed, 2, "connections the upstream saw closed").await;
+        assert!(pool.endpoints.with(&(addr, 0), |_| ()).is_none());
+
+        // The endpoint is met again as a new one.
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A response still being read holds its endpoint: the sweep keeps the entry, and
+    /// the connection goes back to it when the body ends, to be closed by a later sweep.
+    #[tokio::test]
+    async fn a_sweep_keeps_an_endpoint_whose_connection_is_lent() {
+        let (addr, _, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
+        let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
+        assert_eq!(pool.sweep(later), Swept::default());
+        assert_eq!(body_of(resp).await, "ok");
+        let much_later = later + IDLE_TIMEOUT + Duration::from_secs(1);
+        assert_eq!(
+            pool.sweep(much_later),
+            Swept {
+                closed: 1,
+                forgotten: 1
+            }
+        );
+        until_count(&closed, 1, "connections the upstream saw closed").await;
     }
 }

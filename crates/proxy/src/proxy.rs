@@ -233,7 +233,7 @@ impl Proxy {
         let tls_client = pooled_client(tls.connector());
         let metrics = Arc::new(crate::metrics::ProxyMetrics::new());
         metrics.intern_clusters(tables.clusters.keys().map(String::as_str));
-        Arc::new(Proxy {
+        let proxy = Arc::new(Proxy {
             metrics,
             name: settings.name,
             cluster_states: ArcSwap::from_pointee(ClusterStates::carry_over(
@@ -254,7 +254,45 @@ impl Proxy {
             ),
             random: crate::sharded::ShardedRandom::new(settings.seed),
             workers: settings.workers,
-        })
+        });
+        proxy.spawn_pool_sweeper();
+        proxy
+    }
+
+    /// Sweeps the upstream pool (pool.rs) every half [`crate::pool::IDLE_TIMEOUT`] while
+    /// the proxy lives, on its first worker (or the runtime it is made on; made outside
+    /// a runtime, as some unit tests do, it has no sweeper): connections idle longer
+    /// than the timeout close within one and a half timeouts even if their endpoint is
+    /// never used again.
+    fn spawn_pool_sweeper(self: &Arc<Self>) {
+        let runtime = match self.workers.listener_runtime() {
+            Some(handle) => handle.clone(),
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => handle,
+                Err(_) => return,
+            },
+        };
+        let proxy = Arc::downgrade(self);
+        let period = crate::pool::IDLE_TIMEOUT / 2;
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(proxy) = proxy.upgrade() else {
+                    return;
+                };
+                let swept = proxy.pool.sweep(Instant::now());
+                if swept.closed > 0 || swept.forgotten > 0 {
+                    tracing::debug!(
+                        proxy = %proxy.name,
+                        "closed {} idle upstream connections, forgot {} endpoints",
+                        swept.closed,
+                        swept.forgotten
+                    );
+                }
+            }
+        });
     }
 
     /// The proxy's name (its pod).

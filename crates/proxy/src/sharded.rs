@@ -289,6 +289,29 @@ impl<K: Hash + Eq + Clone, V: Clone> CopyOnWriteMap<K, V> {
         }
         value
     }
+
+    /// Keeps the entries for which `keep` says so and forgets the others; returns how
+    /// many were forgotten. Readers go on without a lock (a lookup that loaded the map
+    /// before may still get a forgotten value). For occasional clean-ups, not for the
+    /// request path: it copies the whole map.
+    #[cold]
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        let before = current.len() + recent.len();
+        let merging = !recent.is_empty();
+        let mut kept: HashMap<K, V, FxBuildHasher> = current
+            .iter()
+            .filter(|(k, v)| keep(k, v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        kept.extend(recent.drain().filter(|(k, v)| keep(k, v)));
+        let forgotten = before - kept.len();
+        if forgotten > 0 || merging {
+            self.current.store(Arc::new(kept));
+        }
+        forgotten
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +400,26 @@ mod tests {
         assert_eq!(map.with(&1, |v| v.len()), Some(3));
         assert_eq!(map.with(&2, |v| v.to_string()), Some("two".to_string()));
         assert_eq!(map.with(&3, |v| v.len()), None);
+    }
+
+    /// `retain` forgets what it is told to, wherever the entry waits (merged or in the
+    /// side map), and keeps the rest findable.
+    #[test]
+    fn copy_on_write_map_forgets_what_retain_rejects() {
+        let map: CopyOnWriteMap<u32, u32> = CopyOnWriteMap::default();
+        // Past SMALL_MAP, so that the last keys wait in the side map.
+        for k in 0..100u32 {
+            map.get_or_add(&k, || k);
+        }
+        assert!(!map.recent.lock().expect("lock").is_empty());
+        assert_eq!(map.retain(|k, _| k % 2 == 0), 50);
+        for k in 0..100u32 {
+            let expected = (k % 2 == 0).then_some(k);
+            assert_eq!(map.with(&k, |v| *v), expected, "key {k}");
+        }
+        assert_eq!(map.retain(|_, _| true), 0);
+        // A forgotten key is made again when asked for.
+        assert_eq!(map.get_or_add(&1, || 11), 11);
     }
 
     /// Many keys: each is found as soon as it is added (in the side map until a merge),
