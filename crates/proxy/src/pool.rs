@@ -45,7 +45,11 @@ use crate::h1::{H1Body, H1Connection, H1Error};
 use crate::sharded::CopyOnWriteMap;
 
 /// How long an idle upstream connection is kept (here and in hyper-util's clients
-/// for TLS origination and mirrors).
+/// for TLS origination and mirrors). Envoy's default is one hour (envoyproxy.io, FAQ
+/// "How do I configure timeouts?": HTTP protocol `idle_timeout`), which DestinationRule
+/// `connectionPool.http.idleTimeout` changes; meshbox does not take that field yet
+/// (`apply` warns) and keeps a minute, so that connections to endpoints that are gone
+/// do not wait an hour to close.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections kept per endpoint: as many as Envoy's default circuit breaker
