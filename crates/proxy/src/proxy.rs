@@ -282,7 +282,8 @@ impl Proxy {
                 let Some(proxy) = proxy.upgrade() else {
                     return;
                 };
-                let swept = proxy.pool.sweep(Instant::now());
+                // tokio's clock (the same as std's, except in tests that pause time).
+                let swept = proxy.pool.sweep(tokio::time::Instant::now().into_std());
                 if swept.closed > 0 || swept.forgotten > 0 {
                     tracing::debug!(
                         proxy = %proxy.name,

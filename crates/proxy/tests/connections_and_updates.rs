@@ -200,3 +200,77 @@ async fn pipelined_requests_and_a_request_with_a_body_share_one_connection() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
+
+/// An app on loopback that answers `ok` to each request on a connection, and counts
+/// the connections that the other side closed.
+async fn app_counting_closes() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// Envoy closes an upstream connection once it has been idle for its idle timeout
+/// (HTTP protocol options `idle_timeout`), whether or not its cluster sees another
+/// request: the proxy's pool sweep does the same here (timeout 60 s, a sweep every
+/// 30 s), with no request to the app after the first. Time is moved on by tokio's
+/// paused clock, not waited for.
+#[tokio::test]
+async fn an_idle_upstream_connection_closes_after_the_idle_timeout_without_another_request() {
+    let (app, closed) = app_counting_closes().await;
+    let pod = pod("svc-1", "svc", 8080, app).await;
+    let reply = send(pod.inbound, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        0,
+        "the connection is kept idle"
+    );
+
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(91)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::resume();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle connection to the app is still open 91 s (virtual) after its request"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
