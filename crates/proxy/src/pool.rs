@@ -19,9 +19,10 @@
 //! As Envoy and hyper-util do, a request that a reused connection could not take (the
 //! upstream closed it while idle) is sent again on a new connection. Connections idle
 //! longer than [`IDLE_TIMEOUT`] are closed when their endpoint is next used, and in any
-//! case by [`UpstreamPool::sweep`], which the proxy runs every [`IDLE_TIMEOUT`]; the
-//! sweep also forgets endpoints left with no connection (a pod deleted, a DNS answer
-//! changed), as Envoy drains the pools of hosts that leave a cluster. Without it, a
+//! case by [`UpstreamPool::sweep`], which the proxy runs every half [`IDLE_TIMEOUT`];
+//! the sweep also drops connections the upstream has closed and forgets endpoints left
+//! with no connection (a pod deleted, a DNS answer changed), as Envoy drains the pools
+//! of hosts that leave a cluster. Without it, a
 //! connection to an endpoint never used again would stay open for good (half closed
 //! once the upstream goes, holding a descriptor), and the endpoint's entry with it.
 
@@ -137,17 +138,25 @@ fn drop_stale<C>(idle: &mut Vec<Idle<C>>, now: Instant) -> usize {
 }
 
 impl EndpointConnections {
-    /// Closes the connections idle too long at `now`; returns how many, and whether
-    /// any connection is left.
+    /// Closes the connections idle too long at `now` and drops those the upstream has
+    /// closed meanwhile (a connection to an endpoint that went away would otherwise
+    /// wait out the timeout half closed); returns how many, and whether any connection
+    /// is left.
     fn sweep(&self, now: Instant) -> (usize, bool) {
         let mut closed = 0;
         let mut left = false;
         if let Ok(mut idle) = self.idle.lock() {
             closed += drop_stale(&mut idle, now);
+            let before = idle.len();
+            idle.retain(|c| !c.conn.0.is_closed());
+            closed += before - idle.len();
             left |= !idle.is_empty();
         }
         if let Ok(mut plain) = self.plain.lock() {
             closed += drop_stale(&mut plain, now);
+            let before = plain.len();
+            plain.retain_mut(|c| c.conn.is_open_when_idle());
+            closed += before - plain.len();
             left |= !plain.is_empty();
         }
         (closed, left)
@@ -157,7 +166,7 @@ impl EndpointConnections {
 /// What one [`UpstreamPool::sweep`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Swept {
-    /// Idle connections closed.
+    /// Idle connections closed: idle too long, or closed by the upstream.
     pub(crate) closed: usize,
     /// Endpoints forgotten (no connection left, none lent).
     pub(crate) forgotten: usize,
@@ -208,7 +217,8 @@ impl UpstreamPool {
         self.endpoints.get_or_add(&key, Arc::default)
     }
 
-    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now`, and forgets
+    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now` and drops those
+    /// the upstream has closed, and forgets
     /// the endpoints that are left with none and that no request holds (a response
     /// still being read holds its endpoint until its connection is back). A request
     /// that looked its endpoint up just before may still get the forgotten entry: its
@@ -792,5 +802,54 @@ mod tests {
             }
         );
         until_count(&closed, 1, "connections the upstream saw closed").await;
+    }
+
+    /// A connection the upstream closed while idle is dropped by the next sweep, not
+    /// kept half closed until its timeout.
+    #[tokio::test]
+    async fn a_sweep_drops_connections_the_upstream_closed() {
+        // An upstream that answers one request and closes when told to.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (close, closing) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the pool closed the connection first");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            stream.write_all(answer).await.expect("write");
+            let _ = closing.await;
+        });
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        // Idle and open: kept.
+        assert_eq!(pool.sweep(Instant::now()), Swept::default());
+        close.send(()).expect("upstream waiting");
+        // The close reaches this side's reactor a moment later.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let swept = pool.sweep(Instant::now());
+            if swept != Swept::default() {
+                assert_eq!(
+                    swept,
+                    Swept {
+                        closed: 1,
+                        forgotten: 1
+                    }
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the connection the upstream closed is still pooled after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
