@@ -22,9 +22,9 @@
 //! case by [`UpstreamPool::sweep`], which the proxy runs every half [`IDLE_TIMEOUT`];
 //! the sweep also drops connections the upstream has closed and forgets endpoints left
 //! with no connection (a pod deleted, a DNS answer changed), as Envoy drains the pools
-//! of hosts that leave a cluster. Without it, a
-//! connection to an endpoint never used again would stay open for good (half closed
-//! once the upstream goes, holding a descriptor), and the endpoint's entry with it.
+//! of hosts that leave a cluster. Without it, a connection to an endpoint never used
+//! again would stay open for good (half closed once the upstream goes, holding a
+//! descriptor), and the endpoint's entry with it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -217,12 +217,12 @@ impl UpstreamPool {
         self.endpoints.get_or_add(&key, Arc::default)
     }
 
-    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now` and drops those
-    /// the upstream has closed, and forgets
-    /// the endpoints that are left with none and that no request holds (a response
-    /// still being read holds its endpoint until its connection is back). A request
-    /// that looked its endpoint up just before may still get the forgotten entry: its
-    /// connection then closes when the request ends instead of waiting idle.
+    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now`, drops those the
+    /// upstream has closed, and forgets the endpoints that are left with none and that
+    /// no request holds (a response still being read holds its endpoint until its
+    /// connection is back). A request that looked its endpoint up just before may still
+    /// get the forgotten entry: its connection then closes when the request ends instead
+    /// of waiting idle.
     pub(crate) fn sweep(&self, now: Instant) -> Swept {
         let mut swept = Swept::default();
         swept.forgotten = self.endpoints.retain(|_, endpoint| {
