@@ -3,7 +3,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -203,16 +206,13 @@ async fn pipelined_requests_and_a_request_with_a_body_share_one_connection() {
 
 /// An app on loopback that answers `ok` to each request on a connection, and counts
 /// the connections that the other side closed.
-async fn app_counting_closes() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+async fn app_counting_closes() -> (SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
     let count = closed.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -260,17 +260,17 @@ async fn an_idle_upstream_connection_closes_after_the_idle_timeout_without_anoth
     );
 
     tokio::time::pause();
-    tokio::time::advance(std::time::Duration::from_secs(91)).await;
+    tokio::time::advance(Duration::from_secs(91)).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     tokio::time::resume();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while closed.load(Ordering::SeqCst) < 1 {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the idle connection to the app is still open 91 s (virtual) after its request"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
