@@ -11,9 +11,10 @@ use meshbox_runtime::{control, ControlRequest, UpOptions};
 
 /// mimalloc instead of glibc's malloc: the request path allocates small, short-lived
 /// buffers on every request (headers, bodies, futures), and glibc's allocator was about
-/// a tenth of the proxy's CPU under load (docs/PERFORMANCE.md).
+/// a tenth of the proxy's CPU under load (docs/PERFORMANCE.md). Entered through its plain
+/// calls where the alignment allows (crates/alloc).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: meshbox_alloc::MeshAllocator = meshbox_alloc::MeshAllocator;
 
 mod analyze_cmd;
 mod proxy_config_cmd;
