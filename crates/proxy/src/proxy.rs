@@ -1162,17 +1162,55 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Appends the downstream peer's address to `x-forwarded-for` (a gateway's step, as
+/// Envoy's `use_remote_address`). The name is hashed once (one entry for the read and
+/// the write), and the value is made in a buffer of its exact size, which becomes the
+/// header value's without a copy or a second allocation (`Bytes::from` a `Vec` whose
+/// length is its capacity).
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let existing = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let mut value = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 46);
+    let ip = peer.ip();
+    let ip_len = ip_text_len(ip);
+    let entry = headers.entry(&X_FORWARDED_FOR);
+    let existing = match &entry {
+        http::header::Entry::Occupied(e) => e.get().to_str().ok(),
+        http::header::Entry::Vacant(_) => None,
+    };
+    let len = existing.map_or(0, |e| e.len() + 2) + ip_len;
+    let mut value = String::with_capacity(len);
     if let Some(e) = existing {
         value.push_str(e);
         value.push_str(", ");
     }
-    push_ip(&mut value, peer.ip());
-    // The String's buffer becomes the value's (no copy); it is validated as any value.
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-        headers.insert(&X_FORWARDED_FOR, v);
+    push_ip(&mut value, ip);
+    let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) else {
+        return;
+    };
+    match entry {
+        http::header::Entry::Occupied(mut e) => {
+            e.insert(value);
+        }
+        http::header::Entry::Vacant(e) => {
+            e.insert(value);
+        }
+    }
+}
+
+/// The length of `ip` as [`push_ip`] writes it.
+fn ip_text_len(ip: std::net::IpAddr) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            3 + v4
+                .octets()
+                .iter()
+                .map(|o| 1 + usize::from(*o >= 10) + usize::from(*o >= 100))
+                .sum::<usize>()
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let mut text = String::new();
+            let _ = write!(text, "{v6}");
+            text.len()
+        }
     }
 }
 
@@ -1418,9 +1456,38 @@ mod tests {
             let addr: SocketAddr = text.parse().expect("address");
             assert_eq!(socket_addr_text(addr), addr.to_string());
         }
-        let mut ip = String::new();
-        push_ip(&mut ip, "1.22.203.4".parse().expect("ip"));
-        assert_eq!(ip, "1.22.203.4");
+        for text in [
+            "1.22.203.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.99.100",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let addr: std::net::IpAddr = text.parse().expect("ip");
+            let mut ip = String::new();
+            push_ip(&mut ip, addr);
+            assert_eq!(ip, text);
+            assert_eq!(ip_text_len(addr), text.len());
+        }
+    }
+
+    #[test]
+    fn a_gateway_appends_the_peer_to_x_forwarded_for() {
+        let peer: SocketAddr = "10.1.2.3:4567".parse().expect("peer");
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, peer);
+        assert_eq!(
+            headers.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["10.1.2.3"]
+        );
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.9"));
+        append_forwarded_for(&mut headers, peer);
+        // The first value is extended and replaces every earlier field (HeaderMap::insert).
+        assert_eq!(
+            headers.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["10.1.2.3, 10.1.2.3"]
+        );
     }
 
     #[test]
