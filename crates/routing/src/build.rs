@@ -4,6 +4,7 @@
 //! `outbound|PORT|SUBSET|HOST`).
 
 use regex::Regex;
+use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -1040,7 +1041,7 @@ pub(crate) struct TableBuilder<'s, 'a> {
     /// A Sidecar resource configures the proxy (its scope then also holds the
     /// destinations of its VirtualServices in its own namespace).
     sidecar_resource: bool,
-    clusters: HashMap<String, Cluster>,
+    clusters: FxHashMap<String, Cluster>,
 }
 
 impl<'s, 'a> TableBuilder<'s, 'a> {
@@ -1049,11 +1050,11 @@ impl<'s, 'a> TableBuilder<'s, 'a> {
             state,
             proxy,
             sidecar_resource: false,
-            clusters: HashMap::new(),
+            clusters: FxHashMap::default(),
         }
     }
 
-    fn finish(self) -> HashMap<String, Cluster> {
+    fn finish(self) -> FxHashMap<String, Cluster> {
         self.clusters
     }
 
