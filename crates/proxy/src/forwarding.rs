@@ -225,7 +225,15 @@ impl Proxy {
                 }
                 let active = state.start(cluster, endpoint);
                 let outcome = self
-                    .forward_prepared(parts, body, tls, from, endpoint, per_try)
+                    .forward_prepared(
+                        parts,
+                        body,
+                        tls,
+                        from,
+                        endpoint,
+                        per_try,
+                        cluster.policy.idle_timeout,
+                    )
                     .await;
                 drop(active);
                 if let Some(policy) = &cluster.policy.outlier {

@@ -17,10 +17,11 @@
 //! idle connections.
 //!
 //! As Envoy and hyper-util do, a request that a reused connection could not take (the
-//! upstream closed it while idle) is sent again on a new connection. Connections idle
-//! longer than [`IDLE_TIMEOUT`] are closed when their endpoint is next used, and in any
-//! case by [`UpstreamPool::sweep`], which the proxy runs every half [`IDLE_TIMEOUT`];
-//! the sweep also drops connections the upstream has closed and forgets endpoints left
+//! upstream closed it while idle) is sent again on a new connection. A connection idle
+//! longer than its timeout (its cluster's DestinationRule `connectionPool.http.idleTimeout`,
+//! else [`IDLE_TIMEOUT`]) is closed when its endpoint is next used, and in any case by
+//! [`UpstreamPool::sweep`], which the proxy runs every half of the shortest timeout in its
+//! tables; the sweep also drops connections the upstream has closed and forgets endpoints left
 //! with no connection (a pod deleted, a DNS answer changed), as Envoy drains the pools
 //! of hosts that leave a cluster. Without it, a connection to an endpoint never used
 //! again would stay open for good (half closed once the upstream goes, holding a
@@ -45,12 +46,11 @@ use crate::body::{BoxError, ProxyBody};
 use crate::h1::{H1Body, H1Connection, H1Error};
 use crate::sharded::CopyOnWriteMap;
 
-/// How long an idle upstream connection is kept (here and in hyper-util's clients
-/// for TLS origination and mirrors). Envoy's default is one hour (envoyproxy.io, FAQ
-/// "How do I configure timeouts?": HTTP protocol `idle_timeout`), which DestinationRule
-/// `connectionPool.http.idleTimeout` changes; meshbox does not take that field yet
-/// (`apply` warns) and keeps a minute, so that connections to endpoints that are gone
-/// do not wait an hour to close.
+/// How long an idle upstream connection is kept when its cluster sets no
+/// `connectionPool.http.idleTimeout` (and always in hyper-util's clients for TLS
+/// origination and mirrors). Envoy's default is one hour (envoyproxy.io, FAQ "How do I
+/// configure timeouts?": HTTP protocol `idle_timeout`); meshbox keeps a minute, so that
+/// connections to endpoints that are gone do not wait an hour to close.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections kept per endpoint: as many as Envoy's default circuit breaker
@@ -107,32 +107,42 @@ struct EndpointConnections {
 /// One of hyper's client connections and its local address.
 type HyperConnection = (SendRequest<ProxyBody>, SocketAddr);
 
-/// An idle connection and since when it is idle.
+/// An idle connection, since when it is idle, and how long it may stay so (its
+/// cluster's idle timeout).
 struct Idle<C> {
     conn: C,
     since: Instant,
+    timeout: Duration,
 }
 
-/// Puts `conn` with the idle connections of `idle` (dropping those idle longer than
-/// [`IDLE_TIMEOUT`]), unless [`MAX_IDLE_PER_ENDPOINT`] are kept already.
-fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
+impl<C> Idle<C> {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) > self.timeout
+    }
+}
+
+/// Puts `conn` with the idle connections of `idle` (dropping the oldest ones whose
+/// timeout has passed), unless [`MAX_IDLE_PER_ENDPOINT`] are kept already.
+fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, timeout: Duration) {
     if let Ok(mut idle) = idle.lock() {
         let now = Instant::now();
         drop_stale(&mut idle, now);
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle { conn, since: now });
+            idle.push(Idle {
+                conn,
+                since: now,
+                timeout,
+            });
         }
     }
 }
 
-/// Drops (closes) the connections of `idle` that are idle longer than [`IDLE_TIMEOUT`]
-/// at `now`; returns how many. The oldest are first (connections are pushed as they
-/// become idle and taken from the end).
+/// Drops (closes) the connections at the front of `idle` whose timeout has passed at
+/// `now`; returns how many. The oldest are first (connections are pushed as they
+/// become idle and taken from the end), so with one timeout per endpoint (the common
+/// case) these are all the expired ones; the sweep removes any others.
 fn drop_stale<C>(idle: &mut Vec<Idle<C>>, now: Instant) -> usize {
-    let stale = idle
-        .iter()
-        .take_while(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
-        .count();
+    let stale = idle.iter().take_while(|c| c.expired(now)).count();
     idle.drain(..stale);
     stale
 }
@@ -146,16 +156,14 @@ impl EndpointConnections {
         let mut closed = 0;
         let mut left = false;
         if let Ok(mut idle) = self.idle.lock() {
-            closed += drop_stale(&mut idle, now);
             let before = idle.len();
-            idle.retain(|c| !c.conn.0.is_closed());
+            idle.retain(|c| !c.expired(now) && !c.conn.0.is_closed());
             closed += before - idle.len();
             left |= !idle.is_empty();
         }
         if let Ok(mut plain) = self.plain.lock() {
-            closed += drop_stale(&mut plain, now);
             let before = plain.len();
-            plain.retain_mut(|c| c.conn.is_open_when_idle());
+            plain.retain_mut(|c| !c.expired(now) && c.conn.is_open_when_idle());
             closed += before - plain.len();
             left |= !plain.is_empty();
         }
@@ -179,6 +187,8 @@ pub(crate) struct Lease {
     local: SocketAddr,
     /// Set once the request body has been sent whole; `None`: the request had none.
     request_sent: Option<Arc<AtomicBool>>,
+    /// The idle timeout of the cluster whose request this is.
+    idle_timeout: Duration,
 }
 
 impl Lease {
@@ -196,7 +206,11 @@ impl Lease {
                 return;
             }
         }
-        keep_idle(&self.endpoint.idle, (self.sender, self.local));
+        keep_idle(
+            &self.endpoint.idle,
+            (self.sender, self.local),
+            self.idle_timeout,
+        );
     }
 }
 
@@ -217,7 +231,7 @@ impl UpstreamPool {
         self.endpoints.get_or_add(&key, Arc::default)
     }
 
-    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now`, drops those the
+    /// Closes the connections idle longer than their timeout at `now`, drops those the
     /// upstream has closed, and forgets the endpoints that are left with none and that
     /// no request holds (a response still being read holds its endpoint until its
     /// connection is back). A request that looked its endpoint up just before may still
@@ -238,20 +252,25 @@ impl UpstreamPool {
     /// pooled connection, or a new one; returns the response, whose body hands the
     /// connection back when it ends, and the local address of the connection. The head
     /// of a request without a body is written from `parts` as they are; a request with
-    /// a body gets a copy of them.
+    /// a body gets a copy of them. The connection, given back, stays idle at most
+    /// `idle_timeout` (the cluster's `connectionPool.http.idleTimeout`, or
+    /// [`IDLE_TIMEOUT`]).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         parts: &http::request::Parts,
         body: ProxyBody,
+        idle_timeout: Duration,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
         if body.is_end_stream() {
-            return self.send_bodiless(addr, endpoint, parts).await;
+            return self
+                .send_bodiless(addr, endpoint, parts, idle_timeout)
+                .await;
         }
         // Boxed: the rarer case, kept out of the state of every request without a body.
         let req = crate::proxy::copy_request(parts, body);
-        let send = Box::pin(self.send_with_body(addr, endpoint, req));
+        let send = Box::pin(self.send_with_body(addr, endpoint, req, idle_timeout));
         send.await
     }
 
@@ -261,16 +280,17 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         parts: &http::request::Parts,
+        idle_timeout: Duration,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         loop {
             let reused = endpoint.plain.lock().ok().and_then(|mut idle| idle.pop());
             let Some(mut idle) = reused else { break };
-            if idle.since.elapsed() > IDLE_TIMEOUT || !idle.conn.is_open_when_idle() {
+            if idle.expired(Instant::now()) || !idle.conn.is_open_when_idle() {
                 continue;
             }
             let local = idle.conn.local();
             match idle.conn.exchange(parts).await {
-                Ok(resp) => return Ok((lend_plain(resp, endpoint), local)),
+                Ok(resp) => return Ok((lend_plain(resp, endpoint, idle_timeout), local)),
                 // Closed by the upstream as it was reused, before a byte of an answer:
                 // an idempotent request goes again on another connection, as HTTP
                 // clients do (RFC 9110 §9.2.2).
@@ -283,7 +303,7 @@ impl UpstreamPool {
         let conn = connect.await.map_err(UpstreamError::Connect)?;
         let local = conn.local();
         match conn.exchange(parts).await {
-            Ok(resp) => Ok((lend_plain(resp, endpoint), local)),
+            Ok(resp) => Ok((lend_plain(resp, endpoint, idle_timeout), local)),
             Err(e) => Err(UpstreamError::Plain(e)),
         }
     }
@@ -294,6 +314,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         mut req: Request<ProxyBody>,
+        idle_timeout: Duration,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         // The request says when its body has been sent whole (see `Lease`).
         let sent = Arc::new(AtomicBool::new(false));
@@ -301,18 +322,25 @@ impl UpstreamPool {
         let request_sent = Some(sent);
         loop {
             let reused = endpoint.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(Idle {
-                conn: (mut sender, local),
-                since,
-            }) = reused
-            else {
+            let Some(idle) = reused else {
                 break;
             };
-            if since.elapsed() > IDLE_TIMEOUT || sender.ready().await.is_err() {
+            let expired = idle.expired(Instant::now());
+            let (mut sender, local) = idle.conn;
+            if expired || sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(lend(resp, endpoint, sender, local, request_sent)),
+                Ok(resp) => {
+                    let lease = Lease {
+                        endpoint,
+                        sender,
+                        local,
+                        request_sent,
+                        idle_timeout,
+                    };
+                    return Ok(lend(resp, lease));
+                }
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed meanwhile; try the next one.
                     Some(unsent) => req = unsent,
@@ -322,7 +350,16 @@ impl UpstreamPool {
         }
         let (mut sender, local) = self.connect(addr).await?;
         match sender.send_request(req).await {
-            Ok(resp) => Ok(lend(resp, endpoint, sender, local, request_sent)),
+            Ok(resp) => {
+                let lease = Lease {
+                    endpoint,
+                    sender,
+                    local,
+                    request_sent,
+                    idle_timeout,
+                };
+                Ok(lend(resp, lease))
+            }
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
@@ -356,48 +393,41 @@ impl UpstreamPool {
     }
 }
 
-fn lend(
-    resp: Response<Incoming>,
-    endpoint: Arc<EndpointConnections>,
-    sender: SendRequest<ProxyBody>,
-    local: SocketAddr,
-    request_sent: Option<Arc<AtomicBool>>,
-) -> (Response<ProxyBody>, SocketAddr) {
-    let lease = Lease {
-        endpoint,
-        sender,
-        local,
-        request_sent,
-    };
+fn lend(resp: Response<Incoming>, lease: Lease) -> (Response<ProxyBody>, SocketAddr) {
+    let local = lease.local;
     let resp = resp.map(|inner| pooled_body(inner, lease).map_err(BoxError::from).boxed());
     (resp, local)
 }
 
 /// The response of a bodiless request, whose body puts the connection back in the
 /// endpoint's pool when it ends.
-fn lend_plain(resp: Response<H1Body>, endpoint: Arc<EndpointConnections>) -> Response<ProxyBody> {
+fn lend_plain(
+    resp: Response<H1Body>,
+    endpoint: Arc<EndpointConnections>,
+    idle_timeout: Duration,
+) -> Response<ProxyBody> {
     resp.map(|inner| {
         let mut body = Watched {
             inner,
-            state: endpoint,
-            watch: |body, endpoint, seen| {
+            state: (endpoint, idle_timeout),
+            watch: |body, (endpoint, idle_timeout), seen| {
                 if seen != Seen::Pending {
-                    give_back_plain(body, endpoint);
+                    give_back_plain(body, endpoint, *idle_timeout);
                 }
             },
         };
         // A response without a body (204, 304, HEAD) frees the connection at once.
-        give_back_plain(&mut body.inner, &body.state);
+        give_back_plain(&mut body.inner, &body.state.0, body.state.1);
         body.map_err(BoxError::from).boxed()
     })
 }
 
 /// Puts the connection of a body that has ended back with its endpoint.
-fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections) {
+fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections, idle_timeout: Duration) {
     let Some(conn) = body.take_reusable() else {
         return;
     };
-    keep_idle(&endpoint.plain, conn);
+    keep_idle(&endpoint.plain, conn, idle_timeout);
 }
 
 /// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.
@@ -569,14 +599,24 @@ mod tests {
             .expect("request")
     }
 
-    /// `pool.send` with a whole request.
+    /// `pool.send` with a whole request, for a cluster with the default idle timeout.
     async fn send(
         pool: &UpstreamPool,
         addr: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
+        send_idle(pool, addr, req, IDLE_TIMEOUT).await
+    }
+
+    /// The same for a cluster whose connections may stay idle `idle_timeout`.
+    async fn send_idle(
+        pool: &UpstreamPool,
+        addr: SocketAddr,
+        req: Request<ProxyBody>,
+        idle_timeout: Duration,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let (parts, body) = req.into_parts();
-        pool.send(addr, &parts, body).await
+        pool.send(addr, &parts, body, idle_timeout).await
     }
 
     async fn body_of(resp: Response<ProxyBody>) -> Bytes {
@@ -781,6 +821,58 @@ mod tests {
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// DestinationRule `connectionPool.http.idleTimeout` (Envoy's cluster
+    /// `common_http_protocol_options.idle_timeout`): each connection keeps the timeout of
+    /// the cluster whose request gave it back. A sweep past the short timeout closes
+    /// those connections only; a request after it does not reuse one.
+    #[tokio::test]
+    async fn each_connection_keeps_its_clusters_idle_timeout() {
+        let (addr, accepted, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let short = Duration::from_secs(2);
+        // Two connections of a cluster with a 2 s timeout, one of each kind.
+        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        let (resp, _) = send_idle(&pool, addr, post_bytes("x"), short)
+            .await
+            .expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        let past_short = Instant::now() + short + Duration::from_millis(500);
+        assert_eq!(
+            pool.sweep(past_short),
+            Swept {
+                closed: 2,
+                forgotten: 1
+            }
+        );
+        until_count(&closed, 2, "connections the upstream saw closed").await;
+
+        // A connection of the default cluster outlives the short timeout.
+        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.sweep(Instant::now() + short * 2), Swept::default());
+    }
+
+    /// A connection whose idle timeout has passed is closed, not lent, when the next
+    /// request to its endpoint comes before any sweep.
+    #[tokio::test]
+    async fn a_connection_past_its_idle_timeout_is_not_lent_again() {
+        let (addr, accepted, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let short = Duration::from_millis(50);
+        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        // The time the timeout is about, on the real clock the pool reads.
+        tokio::time::sleep(short * 3).await;
+        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+        until_count(&closed, 1, "the expired connection closed").await;
     }
 
     /// A response still being read holds its endpoint: the sweep keeps the entry, and

@@ -107,6 +107,9 @@ pub struct Proxy {
     /// Istio's standard metrics of this proxy.
     pub(crate) metrics: Arc<crate::metrics::ProxyMetrics>,
     workers: crate::workers::Workers,
+    /// Told of every table update, so that the pool's sweeper takes a shorter idle
+    /// timeout at once.
+    tables_changed: Arc<tokio::sync::Notify>,
 }
 
 /// How long a connection to an upstream may take to open.
@@ -254,16 +257,20 @@ impl Proxy {
             ),
             random: crate::sharded::ShardedRandom::new(settings.seed),
             workers: settings.workers,
+            tables_changed: Arc::default(),
         });
         proxy.spawn_pool_sweeper();
         proxy
     }
 
-    /// Sweeps the upstream pool (pool.rs) every half [`crate::pool::IDLE_TIMEOUT`] while
-    /// the proxy lives, on its first worker (or the runtime it is made on; made outside
-    /// a runtime, as some unit tests do, it has no sweeper): connections idle longer
-    /// than the timeout close within one and a half timeouts even if their endpoint is
-    /// never used again.
+    /// Sweeps the upstream pool (pool.rs) every half of the shortest idle timeout in the
+    /// tables (a cluster's `connectionPool.http.idleTimeout`, else
+    /// [`crate::pool::IDLE_TIMEOUT`]) while the proxy lives, on its first worker (or the
+    /// runtime it is made on; made outside a runtime, as some unit tests do, it has no
+    /// sweeper): connections idle longer than their timeout close within one and a half
+    /// timeouts even if their endpoint is never used again (Envoy closes each at its
+    /// timeout, with a timer per connection; here no request pays for a timer). A table
+    /// update wakes the sweeper, which then sweeps and takes the new period.
     fn spawn_pool_sweeper(self: &Arc<Self>) {
         let runtime = match self.workers.listener_runtime() {
             Some(handle) => handle.clone(),
@@ -273,15 +280,18 @@ impl Proxy {
             },
         };
         let proxy = Arc::downgrade(self);
-        let period = crate::pool::IDLE_TIMEOUT / 2;
+        let changed = self.tables_changed.clone();
+        let mut period = self.sweep_period();
         runtime.spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = changed.notified() => {}
+                }
                 let Some(proxy) = proxy.upgrade() else {
                     return;
                 };
+                period = proxy.sweep_period();
                 // tokio's clock (the same as std's, except in tests that pause time).
                 let swept = proxy.pool.sweep(tokio::time::Instant::now().into_std());
                 if swept.closed > 0 || swept.forgotten > 0 {
@@ -296,6 +306,19 @@ impl Proxy {
         });
     }
 
+    /// Half the shortest idle timeout of the current tables' clusters and the default,
+    /// at least 50 ms.
+    fn sweep_period(&self) -> Duration {
+        let shortest = self
+            .tables
+            .load()
+            .clusters
+            .values()
+            .filter_map(|c| c.policy.idle_timeout)
+            .fold(crate::pool::IDLE_TIMEOUT, Duration::min);
+        (shortest / 2).max(Duration::from_millis(50))
+    }
+
     /// The proxy's name (its pod).
     pub fn name(&self) -> &str {
         &self.name
@@ -308,6 +331,7 @@ impl Proxy {
         self.metrics
             .intern_clusters(tables.clusters.keys().map(String::as_str));
         self.tables.store(Arc::new(tables));
+        self.tables_changed.notify_one();
         // Certificate files named by DestinationRules are read again after a change.
         self.tls.reload();
     }
@@ -851,7 +875,7 @@ impl Proxy {
             return invalid_path();
         }
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        self.forward_prepared(&parts, body, tls, from, endpoint, timeout)
+        self.forward_prepared(&parts, body, tls, from, endpoint, timeout, None)
             .await
     }
 
@@ -866,6 +890,10 @@ impl Proxy {
     /// `virtualOutbound-blackhole` filter chain sends traffic addressed to the listener's
     /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
     /// connecting.
+    ///
+    /// `idle_timeout`: the cluster's `connectionPool.http.idleTimeout` for the plain-text
+    /// connection once it is idle again (`None`: [`crate::pool::IDLE_TIMEOUT`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward_prepared(
         &self,
         parts: &http::request::Parts,
@@ -874,6 +902,7 @@ impl Proxy {
         from: Downstream,
         endpoint: SocketAddr,
         timeout: Option<Duration>,
+        idle_timeout: Option<Duration>,
     ) -> Outcome {
         if from.local == endpoint {
             return Outcome::local(
@@ -938,7 +967,16 @@ impl Proxy {
                     }
                     Err(e) => Err(client_failure(&e, endpoint)),
                 },
-                Upstream::Plain(body) => match self.pool.send(endpoint, parts, body).await {
+                Upstream::Plain(body) => match self
+                    .pool
+                    .send(
+                        endpoint,
+                        parts,
+                        body,
+                        idle_timeout.unwrap_or(crate::pool::IDLE_TIMEOUT),
+                    )
+                    .await
+                {
                     Ok((resp, local)) => Ok((resp, Some(local))),
                     Err(e) => Err(pool_failure(&e, endpoint)),
                 },

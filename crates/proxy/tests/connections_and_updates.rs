@@ -274,3 +274,60 @@ async fn an_idle_upstream_connection_closes_after_the_idle_timeout_without_anoth
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// DestinationRule `connectionPool.http.idleTimeout` (Istio sets it as the cluster's
+/// `common_http_protocol_options.idle_timeout`, pilot's `applyConnectionPool`): the
+/// connection a request through that cluster used closes once it has been idle that
+/// long. With a 2 s timeout the sweep runs every second: still open 1.5 s (virtual)
+/// after the request, closed by 3.5 s, where the default minute would keep it.
+#[tokio::test]
+async fn a_destination_rule_idle_timeout_closes_the_clusters_idle_connections() {
+    let (app, closed) = app_counting_closes().await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc-dr
+spec:
+  host: svc
+  trafficPolicy:
+    connectionPool:
+      http:
+        idleTimeout: 2s
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let pods = [bare_pod("svc-1", "svc", 8080, app)];
+    let client = sidecar(
+        sidecar_tables(&store(&yaml), &registry_only(), &pods),
+        Vec::new(),
+        5,
+    )
+    .await;
+    let reply = send(client.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 200);
+
+    tokio::time::pause();
+    let advance = |by: Duration| async move {
+        tokio::time::advance(by).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    };
+    advance(Duration::from_millis(1500)).await;
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        0,
+        "closed before its idle timeout"
+    );
+    advance(Duration::from_secs(2)).await;
+    tokio::time::resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection is still open 3.5 s (virtual) after its request, past the rule's 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -172,6 +172,10 @@ pub struct ClusterPolicy {
     pub outlier: Option<OutlierPolicy>,
     /// TLS origination towards the endpoints (`trafficPolicy.tls`), if any.
     pub tls: Option<ClusterTls>,
+    /// `connectionPool.http.idleTimeout`: how long an upstream connection may stay
+    /// without a request before it is closed (Istio sets it as the cluster's
+    /// `common_http_protocol_options.idle_timeout`; `None`: the proxy's default).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ClusterPolicy {
@@ -269,6 +273,10 @@ impl ClusterPolicy {
                 }
             }
             if let Some(http) = &pool.http {
+                // Istio's validation refuses durations under 1 ms (validate.rs).
+                if let Some(d) = http.idle_timeout.as_deref().and_then(parse_duration) {
+                    self.idle_timeout = Some(d);
+                }
                 if let Some(n) = limit(http.http1_max_pending_requests) {
                     limits.max_pending = n;
                 }
@@ -341,6 +349,16 @@ mod tests {
             ClusterPolicy::from_rule(None, 80, "").lb,
             LbPolicy::RoundRobin
         );
+    }
+
+    #[test]
+    fn the_http_idle_timeout_comes_from_the_rule_and_a_subset_overrides_it() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: 4s\n  subsets:\n  - name: v1\n    trafficPolicy:\n      connectionPool:\n        http:\n          idleTimeout: 1500ms\n  - name: v2\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          maxConnections: 3\n");
+        let at = |subset| ClusterPolicy::from_rule(Some(&d), 80, subset).idle_timeout;
+        assert_eq!(at(""), Some(Duration::from_secs(4)));
+        assert_eq!(at("v1"), Some(Duration::from_millis(1500)));
+        assert_eq!(at("v2"), Some(Duration::from_secs(4)));
+        assert_eq!(ClusterPolicy::from_rule(None, 80, "").idle_timeout, None);
     }
 
     #[test]

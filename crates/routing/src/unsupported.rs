@@ -4,6 +4,11 @@
 
 use meshbox_config::{Resource, Spec};
 
+/// Whether `tls` makes the proxy open TLS to the endpoints itself (SIMPLE, MUTUAL).
+fn originates_tls(tls: &meshbox_config::istio::ClientTlsSettings) -> bool {
+    matches!(tls.mode.as_deref(), Some("SIMPLE" | "MUTUAL"))
+}
+
 /// Warnings for the fields of `r` that are accepted but not enforced.
 pub fn unsupported_features(r: &Resource) -> Vec<String> {
     let mut notes = Vec::new();
@@ -44,6 +49,13 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     policies.push((format!("spec.subsets[{i}].trafficPolicy"), tp));
                 }
             }
+            // A subset's connections inherit the rule's TLS origination.
+            let dr_originates = dr.traffic_policy.as_ref().is_some_and(|tp| {
+                tp.tls
+                    .iter()
+                    .chain(tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref()))
+                    .any(originates_tls)
+            });
             for (path, tp) in policies {
                 let mut check = |name: &str, present: bool| {
                     if present {
@@ -56,9 +68,10 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     .tls
                     .iter()
                     .chain(tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref()));
-                let (mut istio_mutual, mut crl) = (false, false);
+                let (mut istio_mutual, mut crl, mut originates) = (false, false, false);
                 for t in tls_settings {
                     istio_mutual |= t.mode.as_deref() == Some("ISTIO_MUTUAL");
+                    originates |= originates_tls(t);
                     crl |= t.ca_crl.as_deref().is_some_and(|c| !c.is_empty());
                 }
                 check(
@@ -87,6 +100,7 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                         .filter_map(|p| p.connection_pool.as_ref()),
                 );
                 let mut pool_extras = false;
+                let mut idle_timeout = false;
                 for pool in pools {
                     if let Some(tcp) = &pool.tcp {
                         pool_extras |= tcp.connect_timeout.is_some()
@@ -97,13 +111,19 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     if let Some(http) = &pool.http {
                         pool_extras |= http.max_requests_per_connection.is_some()
                             || http.max_retries.is_some()
-                            || http.idle_timeout.is_some()
                             || http.h2_upgrade_policy.is_some();
+                        idle_timeout |= http.idle_timeout.is_some();
                     }
                 }
                 check(
                     "connectionPool (timeouts, keepalives and per-connection limits)",
                     pool_extras,
+                );
+                // `http.idleTimeout` is enforced on plain-text upstream connections
+                // (meshbox-proxy pool.rs); TLS origination keeps its client's minute.
+                check(
+                    "connectionPool.http.idleTimeout with TLS origination (those connections keep a 60 s idle timeout)",
+                    idle_timeout && (originates || dr_originates),
                 );
             }
         }
@@ -162,6 +182,26 @@ mod tests {
         let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: [a]\n  exportTo: ['.']\n  http:\n  - delegate:\n      name: b\n  - retries:\n      attempts: 3\n    route:\n    - destination:\n        host: a\n";
         let r = &load_str("r.yaml", yaml, &LoadOptions::default()).unwrap()[0];
         assert_eq!(unsupported_features(r), Vec::<String>::new());
+    }
+
+    // `connectionPool.http.idleTimeout` is enforced on plain-text connections; a rule
+    // that also originates TLS (top level or in the subset) is told its TLS connections
+    // keep their client's timeout.
+    #[test]
+    fn an_http_idle_timeout_is_named_only_beside_tls_origination() {
+        let rule = |subset_tls: &str| {
+            format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: d\nspec:\n  host: a\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: 5s\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n    trafficPolicy:\n      connectionPool:\n        http:\n          idleTimeout: 2s\n{subset_tls}")
+        };
+        let notes = |yaml: &str| {
+            unsupported_features(&load_str("d.yaml", yaml, &LoadOptions::default()).unwrap()[0])
+        };
+        assert_eq!(notes(&rule("")), Vec::<String>::new());
+        let with_tls = notes(&rule("      tls:\n        mode: SIMPLE\n"));
+        assert_eq!(with_tls.len(), 1, "{with_tls:?}");
+        assert!(
+            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout with TLS origination"),
+            "{with_tls:?}"
+        );
     }
 
     // The Sidecar's workloadSelector, egress hosts and ports and outboundTrafficPolicy
