@@ -192,6 +192,22 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    fn new(
+        endpoint: Arc<EndpointConnections>,
+        sender: SendRequest<ProxyBody>,
+        local: SocketAddr,
+        request_sent: Option<Arc<AtomicBool>>,
+        idle_timeout: Duration,
+    ) -> Lease {
+        Lease {
+            endpoint,
+            sender,
+            local,
+            request_sent,
+            idle_timeout,
+        }
+    }
+
     /// Gives the connection back for the next request, unless it is closing or still
     /// sending the request body: an upstream may answer before it has read the body
     /// (a refusal, say), and a request lent that connection would wait behind the rest
@@ -332,13 +348,7 @@ impl UpstreamPool {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let lease = Lease {
-                        endpoint,
-                        sender,
-                        local,
-                        request_sent,
-                        idle_timeout,
-                    };
+                    let lease = Lease::new(endpoint, sender, local, request_sent, idle_timeout);
                     return Ok(lend(resp, lease));
                 }
                 Err(mut e) => match e.take_message() {
@@ -350,16 +360,10 @@ impl UpstreamPool {
         }
         let (mut sender, local) = self.connect(addr).await?;
         match sender.send_request(req).await {
-            Ok(resp) => {
-                let lease = Lease {
-                    endpoint,
-                    sender,
-                    local,
-                    request_sent,
-                    idle_timeout,
-                };
-                Ok(lend(resp, lease))
-            }
+            Ok(resp) => Ok(lend(
+                resp,
+                Lease::new(endpoint, sender, local, request_sent, idle_timeout),
+            )),
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
@@ -619,6 +623,19 @@ mod tests {
         pool.send(addr, &parts, body, idle_timeout).await
     }
 
+    /// Sends `req` as a request of a cluster with `idle_timeout` and checks the answer.
+    async fn answered(
+        pool: &UpstreamPool,
+        addr: SocketAddr,
+        req: Request<ProxyBody>,
+        idle_timeout: Duration,
+    ) {
+        let (resp, _) = send_idle(pool, addr, req, idle_timeout)
+            .await
+            .expect("answer");
+        assert_eq!(body_of(resp).await, "ok");
+    }
+
     async fn body_of(resp: Response<ProxyBody>) -> Bytes {
         resp.into_body().collect().await.expect("body").to_bytes()
     }
@@ -833,12 +850,8 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let short = Duration::from_secs(2);
         // Two connections of a cluster with a 2 s timeout, one of each kind.
-        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
-        assert_eq!(body_of(resp).await, "ok");
-        let (resp, _) = send_idle(&pool, addr, post_bytes("x"), short)
-            .await
-            .expect("answer");
-        assert_eq!(body_of(resp).await, "ok");
+        answered(&pool, addr, get(), short).await;
+        answered(&pool, addr, post_bytes("x"), short).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         let past_short = Instant::now() + short + Duration::from_millis(500);
@@ -852,8 +865,7 @@ mod tests {
         until_count(&closed, 2, "connections the upstream saw closed").await;
 
         // A connection of the default cluster outlives the short timeout.
-        let (resp, _) = send(&pool, addr, get()).await.expect("answer");
-        assert_eq!(body_of(resp).await, "ok");
+        answered(&pool, addr, get(), IDLE_TIMEOUT).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         assert_eq!(pool.sweep(Instant::now() + short * 2), Swept::default());
     }
@@ -865,12 +877,10 @@ mod tests {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let short = Duration::from_millis(50);
-        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
-        assert_eq!(body_of(resp).await, "ok");
+        answered(&pool, addr, get(), short).await;
         // The time the timeout is about, on the real clock the pool reads.
         tokio::time::sleep(short * 3).await;
-        let (resp, _) = send_idle(&pool, addr, get(), short).await.expect("answer");
-        assert_eq!(body_of(resp).await, "ok");
+        answered(&pool, addr, get(), short).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
         until_count(&closed, 1, "the expired connection closed").await;
     }

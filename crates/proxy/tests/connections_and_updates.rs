@@ -283,20 +283,7 @@ async fn an_idle_upstream_connection_closes_after_the_idle_timeout_without_anoth
 #[tokio::test]
 async fn a_destination_rule_idle_timeout_closes_the_clusters_idle_connections() {
     let (app, closed) = app_counting_closes().await;
-    let yaml = format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc-dr
-spec:
-  host: svc
-  trafficPolicy:
-    connectionPool:
-      http:
-        idleTimeout: 2s
-",
-        service_yaml("svc", "svc", 8080)
-    );
+    let yaml = with_rule("    connectionPool:\n      http:\n        idleTimeout: 2s\n");
     let pods = [bare_pod("svc-1", "svc", 8080, app)];
     let client = sidecar(
         sidecar_tables(&store(&yaml), &registry_only(), &pods),

@@ -29,20 +29,6 @@ async fn sidecar_for(yaml: &str, pods: &[WorkloadInstance]) -> Running {
     .await
 }
 
-fn with_rule(policy: &str) -> String {
-    format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: svc-dr
-spec:
-  host: svc
-  trafficPolicy:
-{policy}",
-        service_yaml("svc", "svc", 8080)
-    )
-}
-
 async fn two_echoes() -> (Upstream, Upstream, Vec<WorkloadInstance>) {
     let a = echo_upstream("a").await;
     let b = echo_upstream("b").await;

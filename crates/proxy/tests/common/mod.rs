@@ -97,6 +97,22 @@ spec:
     )
 }
 
+/// Service `svc` (port 80 to 8080) and a DestinationRule for it whose `trafficPolicy`
+/// is `policy` (YAML indented under it).
+pub fn with_rule(policy: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc-dr
+spec:
+  host: svc
+  trafficPolicy:
+{policy}",
+        service_yaml("svc", "svc", 8080)
+    )
+}
+
 /// The workload whose sidecar sends the test's outbound requests.
 pub fn client_instance() -> WorkloadInstance {
     WorkloadInstance {
