@@ -3,9 +3,8 @@
 //! Built once per configuration change; the request path only reads them.
 
 use regex::Regex;
-use std::collections::{BTreeMap, HashMap};
-
 use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
