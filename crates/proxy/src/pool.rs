@@ -192,22 +192,6 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    fn new(
-        endpoint: Arc<EndpointConnections>,
-        sender: SendRequest<ProxyBody>,
-        local: SocketAddr,
-        request_sent: Option<Arc<AtomicBool>>,
-        idle_timeout: Duration,
-    ) -> Lease {
-        Lease {
-            endpoint,
-            sender,
-            local,
-            request_sent,
-            idle_timeout,
-        }
-    }
-
     /// Gives the connection back for the next request, unless it is closing or still
     /// sending the request body: an upstream may answer before it has read the body
     /// (a refusal, say), and a request lent that connection would wait behind the rest
@@ -348,8 +332,8 @@ impl UpstreamPool {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let lease = Lease::new(endpoint, sender, local, request_sent, idle_timeout);
-                    return Ok(lend(resp, lease));
+                    let lent = lend(resp, endpoint, sender, local, request_sent, idle_timeout);
+                    return Ok(lent);
                 }
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed meanwhile; try the next one.
@@ -362,7 +346,11 @@ impl UpstreamPool {
         match sender.send_request(req).await {
             Ok(resp) => Ok(lend(
                 resp,
-                Lease::new(endpoint, sender, local, request_sent, idle_timeout),
+                endpoint,
+                sender,
+                local,
+                request_sent,
+                idle_timeout,
             )),
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
@@ -397,8 +385,23 @@ impl UpstreamPool {
     }
 }
 
-fn lend(resp: Response<Incoming>, lease: Lease) -> (Response<ProxyBody>, SocketAddr) {
-    let local = lease.local;
+/// The response of a request with a body, whose body gives the connection back (see
+/// [`Lease`]) when it ends.
+fn lend(
+    resp: Response<Incoming>,
+    endpoint: Arc<EndpointConnections>,
+    sender: SendRequest<ProxyBody>,
+    local: SocketAddr,
+    request_sent: Option<Arc<AtomicBool>>,
+    idle_timeout: Duration,
+) -> (Response<ProxyBody>, SocketAddr) {
+    let lease = Lease {
+        endpoint,
+        sender,
+        local,
+        request_sent,
+        idle_timeout,
+    };
     let resp = resp.map(|inner| pooled_body(inner, lease).map_err(BoxError::from).boxed());
     (resp, local)
 }
