@@ -1,0 +1,6 @@
+mod common;
+
+mod echo;
+mod services;
+mod static1k;
+mod worldtime;

@@ -1,0 +1,14 @@
+mod common;
+mod tls_common;
+
+mod bypass;
+mod connections_and_updates;
+mod destination_rules;
+mod egress;
+mod gateway;
+mod https_egress;
+mod load_balancing;
+mod route_policies;
+mod sidecar_outbound;
+mod tls_origination;
+mod upstream_failures;

@@ -1,0 +1,284 @@
+//! What the sidecar answers when the upstream cannot serve: Envoy's local replies,
+//! response flags and response code details.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use meshbox_routing::WorkloadInstance;
+
+/// A sidecar for a mesh of `yaml` and these pods.
+async fn sidecar_for(yaml: &str, pods: &[WorkloadInstance]) -> Running {
+    sidecar(
+        sidecar_tables(&store(yaml), &registry_only(), pods),
+        Vec::new(),
+        5,
+    )
+    .await
+}
+
+/// Envoy: a cluster with no healthy endpoint gives 503 `no healthy upstream`, flag UH,
+/// details `no_healthy_upstream` (here a Service whose selector matches no pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_without_endpoints_is_503_uh_no_healthy_upstream() {
+    let sidecar = sidecar_for(&service_yaml("lonely", "nobody", 8080), &[]).await;
+    let reply = send(sidecar.addr, get("http://lonely/", "lonely")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body, "no healthy upstream");
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_code, "503");
+    assert_eq!(line.response_flags, "UH");
+    assert_eq!(line.response_code_details, "no_healthy_upstream");
+    assert_eq!(
+        line.upstream_cluster,
+        "outbound|80||lonely.dev-service-mesh.svc.cluster.local"
+    );
+    assert_eq!(line.upstream_host, "-");
+    assert_eq!(line.upstream_service_time, "-");
+    assert_eq!(line.route_name, "default");
+}
+
+/// Istio keeps a route whose destination host is not in the registry; the cluster it
+/// names does not exist, and Envoy's router answers 503 with no body, flag NC,
+/// details `cluster_not_found`, and no upstream cluster in the log (Envoy sets the
+/// upstream cluster info only once the cluster is found).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_host_not_in_registry_is_503_nc() {
+    let app = echo_upstream("svc").await;
+    let pod = pod("svc-1", "svc", 8080, app.addr).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - route:
+        - destination:
+            host: not-a-service
+            port:
+              number: 80
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
+    let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body, "");
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "NC");
+    assert_eq!(line.response_code_details, "cluster_not_found");
+    assert_eq!(line.upstream_host, "-");
+    assert_eq!(line.upstream_cluster, "-");
+    assert_eq!(line.route_name, "-");
+    assert_eq!(app.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// An endpoint that refuses the connection: Istio's default retry policy
+/// (`connect-failure`, 2 retries) tries twice more, then Envoy answers 503 with the
+/// body `upstream connect error or disconnect/reset before headers. retried and the
+/// latest reset reason: connection failure`, flags UF and URX, and the endpoint as
+/// upstream host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_is_503_uf_urx_after_istio_default_retries() {
+    let refusing: SocketAddr = refusing_addr().await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        &[bare_pod("svc-1", "svc", 8080, refusing)],
+    )
+    .await;
+    let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(
+        reply.body,
+        "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure"
+    );
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "UF,URX");
+    assert_eq!(
+        line.response_code_details,
+        "upstream_reset_before_response_started{connection_failure}"
+    );
+    assert_ne!(line.upstream_transport_failure_reason, "-");
+    assert_eq!(line.upstream_service_time, "-");
+    assert_eq!(line.upstream_host, refusing.to_string());
+    assert_eq!(
+        line.upstream_cluster,
+        "outbound|80||svc.dev-service-mesh.svc.cluster.local"
+    );
+}
+
+/// The same at the destination's sidecar: its app is not listening, so its inbound
+/// listener (which does not retry) answers 503 UF. The caller's sidecar retries that
+/// 503 twice (Istio's default `retriable-status-codes: 503`), then passes it on as the
+/// upstream's answer (`via_upstream`) with flag URX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_not_listening_behind_inbound_sidecar_is_503_uf_at_the_inbound() {
+    let refusing = refusing_addr().await;
+    let pod = pod("svc-1", "svc", 8080, refusing).await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        std::slice::from_ref(&pod.instance),
+    )
+    .await;
+    let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.body.ends_with("reset reason: connection failure"),
+        "{reply:?}"
+    );
+    let tries = pod.log.wait_for(3).await;
+    assert_eq!(tries.len(), 3, "one try and two retries: {tries:#?}");
+    let inbound = pod.log.line(1).await;
+    assert_eq!(inbound.response_flags, "UF");
+    assert_eq!(inbound.upstream_cluster, "inbound|8080||");
+    assert_eq!(inbound.upstream_host, refusing.to_string());
+    let outbound = sidecar.log.only_line().await;
+    assert_eq!(outbound.response_code, "503");
+    assert_eq!(outbound.response_flags, "URX");
+    assert_eq!(outbound.response_code_details, "via_upstream");
+}
+
+/// An upstream that closes the connection before answering: Envoy's 503 with reset
+/// reason `connection termination`, flag UC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_closing_before_headers_is_503_uc() {
+    let closing = closing_upstream().await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        &[bare_pod("svc-1", "svc", 8080, closing.addr)],
+    )
+    .await;
+    let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(
+        reply.body,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    );
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "UC");
+    assert_eq!(
+        line.response_code_details,
+        "upstream_reset_before_response_started{connection_termination}"
+    );
+    assert_eq!(line.upstream_host, closing.addr.to_string());
+}
+
+/// A VirtualService `timeout` is Envoy's route timeout: when the upstream has not
+/// answered in time, 504 `upstream request timeout`, flag UT, details
+/// `response_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_against_slow_upstream_is_504_ut() {
+    let (hold, mut control) = hold();
+    let slow = held_upstream("slow", hold).await;
+    let pod = pod("svc-1", "svc", 8080, slow.addr).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - timeout: 0.2s
+      route:
+        - destination:
+            host: svc
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
+    let started = Instant::now();
+    // The upstream never answers: only the route timeout can end this request.
+    let reply = send(sidecar.addr, get("http://svc/slow", "svc")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        control.next_arrival().await,
+        "/slow",
+        "the request reached the app"
+    );
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.body, "upstream request timeout");
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_code, "504");
+    assert_eq!(line.response_flags, "UT");
+    assert_eq!(line.response_code_details, "response_timeout");
+    assert_eq!(
+        line.upstream_service_time, "-",
+        "no upstream response headers"
+    );
+    assert_eq!(line.upstream_host, pod.inbound.to_string());
+    assert_eq!(
+        line.upstream_cluster,
+        "outbound|80||svc.dev-service-mesh.svc.cluster.local"
+    );
+    assert!(line.duration.parse::<u64>().unwrap() >= 200, "{}", line.raw);
+}
+
+/// Envoy logs a request whose downstream went away before the answer: response code
+/// 0, flag DC, details `downstream_remote_disconnect`. Here the caller's sidecar gives
+/// up (route timeout) and closes its connection to the callee's sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_request_is_logged_as_dc_by_the_callee_sidecar() {
+    let (hold, mut control) = hold();
+    let slow = held_upstream("slow", hold).await;
+    let pod = pod("svc-1", "svc", 8080, slow.addr).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - timeout: 0.2s
+      route:
+        - destination:
+            host: svc
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
+    let reply = send(sidecar.addr, get("http://svc/abandoned", "svc")).await;
+    assert_eq!(control.next_arrival().await, "/abandoned");
+    assert_eq!(reply.status, 504);
+    let line = pod.log.find(|l| l.path == "/abandoned").await;
+    assert_eq!(line.response_code, "0");
+    assert_eq!(line.response_flags, "DC");
+    assert_eq!(line.response_code_details, "downstream_remote_disconnect");
+}
+
+/// A client that goes away before its answer comes: the request is abandoned (the
+/// upstream exchange dropped) and its line says so as Envoy's does: response code 0,
+/// flag DC, details `downstream_remote_disconnect`. A request without a body, so the
+/// fast path (h1_server.rs) serves it and watches the client while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_answer_is_logged_dc() {
+    use tokio::io::AsyncWriteExt;
+    let (hold, mut control) = hold();
+    let slow = held_upstream("slow", hold).await;
+    let pod = pod("svc-1", "svc", 8080, slow.addr).await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        std::slice::from_ref(&pod.instance),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(sidecar.addr)
+        .await
+        .expect("connect");
+    client
+        .write_all(b"GET http://svc/slow HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(control.next_arrival().await, "/slow");
+    drop(client);
+    let line = sidecar.log.find(|l| l.response_flags == "DC").await;
+    assert_eq!(line.response_code, "0");
+    assert_eq!(line.response_code_details, "downstream_remote_disconnect");
+    assert_eq!(line.path, "/slow");
+}
