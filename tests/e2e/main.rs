@@ -1,3 +1,7 @@
+//! The end-to-end tests: each module starts the real `meshbox` binary and sends real requests.
+//! One test binary for all of them (each binary links every dependency: ~40 separate ones took
+//! gigabytes of disk); run one module with `cargo test --test e2e MODULE::`.
+
 mod common;
 
 mod analyze;

@@ -7,7 +7,7 @@
 //! [`crate::validate`] checks them against the values the CRD lists, so that an
 //! error names the field and the accepted values.
 //!
-//! `tests/crd_schema.rs` checks, for every served version, that this model accepts
+//! `tests/integration/crd_schema.rs` checks, for every served version, that this model accepts
 //! every field of the CRD schemas and nothing else.
 
 use serde::{Deserialize, Serialize};
