@@ -1,6 +1,7 @@
 //! A response body that counts what it sends and writes the access log line when the
 //! response is complete (or abandoned), as Envoy logs at the end of a stream.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,6 +103,20 @@ impl LoggedBody {
         self
     }
 
+    /// The route's timeout passed before the upstream finished the response: the
+    /// line and the metric say so as Envoy's do (flag UT, details `response_timeout`;
+    /// Envoy's flags print in its fixed order, UT before DI).
+    fn mark_route_timeout(&mut self) {
+        let flags = |before: &'static str| if before == "DI" { "UT,DI" } else { "UT" };
+        if let Some(p) = self.log.as_mut() {
+            p.entry.response_flags = flags(p.entry.response_flags);
+            p.entry.response_code_details = "response_timeout";
+        }
+        if let Some(m) = self.metric.as_mut() {
+            m.labels.response_flags = flags(m.labels.response_flags);
+        }
+    }
+
     fn finish(&mut self) {
         self.hold = None;
         if let Some(m) = self.metric.take() {
@@ -178,7 +193,13 @@ impl Body for LoggedBody {
                     this.finish();
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Ready(Some(Err(e))) => {
+                if e.is::<RouteTimeoutElapsed>() {
+                    this.mark_route_timeout();
+                }
+                this.finish();
+            }
+            Poll::Ready(None) => this.finish(),
             Poll::Pending => {}
         }
         polled
@@ -237,5 +258,142 @@ impl<B: Body<Data = Bytes> + Unpin> Body for CountingBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// How a response body ends when its route's timeout passes before the upstream has
+/// sent all of it. Envoy's route timeout covers the whole response ("the amount of
+/// time that Envoy will wait for the upstream to respond with a complete response",
+/// Envoy's timeouts FAQ); once the response has started, the router cannot answer
+/// 504 any more and resets the stream instead (router.cc `onUpstreamAbort`), logging
+/// flag UT and details `response_timeout`. A body error makes the downstream side do
+/// the same: HTTP/1.1 closes the connection mid-body, HTTP/2 resets the stream.
+#[derive(Debug)]
+pub(crate) struct RouteTimeoutElapsed;
+
+impl std::fmt::Display for RouteTimeoutElapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the route timeout passed before the upstream response was complete")
+    }
+}
+
+impl std::error::Error for RouteTimeoutElapsed {}
+
+/// A response body that must be complete by its route's deadline, else it ends with
+/// [`RouteTimeoutElapsed`]. Only responses on routes with a `timeout` are wrapped.
+pub(crate) struct DeadlineBody {
+    inner: ProxyBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    /// `body`, bounded by `deadline`.
+    pub(crate) fn bound(body: ProxyBody, deadline: tokio::time::Instant) -> ProxyBody {
+        if body.is_end_stream() {
+            return body;
+        }
+        DeadlineBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+        .boxed()
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(RouteTimeoutElapsed)))),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A response body whose upstream never sends another byte.
+    struct Stalled;
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl AccessLogSink for Lines {
+        fn write_line(&self, line: &str) {
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push(line.to_string());
+            }
+        }
+    }
+
+    /// A stalled body ends with `RouteTimeoutElapsed` at its deadline, not before; its
+    /// line then says UT, after a delay fault `UT,DI` (Envoy's flag order).
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_ends_at_its_deadline_and_its_line_says_ut() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let sink = Arc::new(Lines::default());
+        let log = PendingLog {
+            entry: AccessLogEntry {
+                response_code: 200,
+                response_flags: "DI",
+                response_code_details: "via_upstream",
+                ..Default::default()
+            },
+            start: Instant::now(),
+            sink: sink.clone(),
+            encoding: Encoding::Text,
+            received: None,
+        };
+        let stalled = Stalled.boxed();
+        let mut body = LoggedBody::new(DeadlineBody::bound(stalled, deadline), Some(Box::new(log)));
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(1900), body.frame()).await;
+        assert!(early.is_err(), "still waiting before the deadline");
+        let ended = body.frame().await;
+        let error = match ended {
+            Some(Err(e)) => e,
+            _ => panic!("the body ends with an error"),
+        };
+        assert!(error.is::<RouteTimeoutElapsed>(), "{error}");
+        assert_eq!(tokio::time::Instant::now(), deadline);
+        let lines = sink.0.lock().expect("lines").clone();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains(" 200 UT,DI response_timeout "),
+            "{}",
+            lines[0]
+        );
     }
 }

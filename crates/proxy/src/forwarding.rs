@@ -270,12 +270,15 @@ impl Proxy {
                 backoff.await;
             }
         };
-        // The route timeout covers every try (Envoy's route `timeout`).
-        let mut outcome = match (prepared, fwd.timeout.filter(|_| retries > 0)) {
+        // The route timeout covers every try and the response's body (Envoy's route
+        // `timeout`: until the upstream response is complete). Without retries the
+        // single try is bounded by the same timeout (`per_try` above).
+        let deadline = fwd.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut outcome = match (prepared, deadline.filter(|_| retries > 0)) {
             (Err(_), _) => invalid_path(),
             // Boxed: a route timeout is the rare case (Istio sets none by default).
-            (Ok(()), Some(t)) => {
-                let bounded = Box::pin(tokio::time::timeout(t, attempts()));
+            (Ok(()), Some(deadline)) => {
+                let bounded = Box::pin(tokio::time::timeout_at(deadline, attempts()));
                 match bounded.await {
                     Ok(o) => o,
                     Err(_) => Outcome::upstream_timeout(last_endpoint.lock().ok().and_then(|l| *l)),
@@ -285,6 +288,12 @@ impl Proxy {
         };
         if delayed && outcome.flags == "-" {
             outcome.flags = "DI";
+        }
+        // The rest of the upstream's response must come before the route's deadline too.
+        if let Some(deadline) = deadline.filter(|_| outcome.details == "via_upstream") {
+            outcome.response = outcome
+                .response
+                .map(|body| crate::body::DeadlineBody::bound(body, deadline));
         }
         if let Some(cookie) = set_cookie {
             if let Ok(v) = HeaderValue::from_str(&cookie) {

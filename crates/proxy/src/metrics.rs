@@ -155,7 +155,8 @@ pub(crate) struct Labels {
     protocol: &'static str,
     /// `None` for TCP metrics, which carry no `response_code`.
     response_code: Option<u16>,
-    response_flags: &'static str,
+    /// Set again when the response ends otherwise than it began (body.rs).
+    pub(crate) response_flags: &'static str,
     security: &'static str,
 }
 

@@ -282,3 +282,153 @@ async fn a_client_gone_before_its_answer_is_logged_dc() {
     assert_eq!(line.response_code_details, "downstream_remote_disconnect");
     assert_eq!(line.path, "/slow");
 }
+
+/// An upstream that answers every request with a 200 head promising ten bytes and
+/// sends `first` of them at once, the rest `rest_after` later (never when `None`).
+/// Reports each connection's end (the proxy closing it) on the returned channel.
+async fn slow_body_upstream(
+    first: &'static [u8],
+    rest_after: Option<Duration>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec();
+                answer.extend_from_slice(first);
+                if conn.write_all(&answer).await.is_err() {
+                    return;
+                }
+                if let Some(after) = rest_after {
+                    tokio::time::sleep(after).await;
+                    let rest = &b"0123456789"[first.len()..];
+                    if conn.write_all(rest).await.is_err() {
+                        return;
+                    }
+                }
+                // Wait for the proxy to close the connection.
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// A VirtualService `timeout` covers the whole response, as Envoy's route timeout does
+/// ("wait for the upstream to respond with a complete response", Envoy's timeouts
+/// FAQ): a body still coming when it passes is cut off. The 200 head has gone out, so
+/// Envoy resets the stream (router.cc `onUpstreamAbort`): the HTTP/1.1 client sees the
+/// connection close short of the promised length, the line keeps code 200 with flag
+/// UT and details `response_timeout`, and the upstream connection is closed. Both a
+/// bodiless request (served by the fast path) and one with a body (served by hyper),
+/// with and without retries (the retry loop has its own deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_cuts_off_a_response_body_still_coming() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, mut closed) = slow_body_upstream(b"hello", None).await;
+    for (n, retries) in ["", "      retries:\n        attempts: 2\n"]
+        .into_iter()
+        .enumerate()
+    {
+        let yaml = format!(
+            "{}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - timeout: 0.3s
+{retries}      route:
+        - destination:
+            host: svc
+",
+            service_yaml("svc", "svc", 8080)
+        );
+        let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, up)]).await;
+        let requests: [&[u8]; 2] = [
+            b"GET http://svc/cut HTTP/1.1\r\nhost: svc\r\n\r\n",
+            b"POST http://svc/cut HTTP/1.1\r\nhost: svc\r\ncontent-length: 2\r\n\r\nhi",
+        ];
+        for (i, request) in requests.into_iter().enumerate() {
+            let mut client = tokio::net::TcpStream::connect(sidecar.addr)
+                .await
+                .expect("connect");
+            client.write_all(request).await.expect("write");
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut got))
+                .await
+                .expect("the sidecar closes the connection")
+                .expect("read");
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            let body = got.split("\r\n\r\n").nth(1).unwrap_or_default();
+            assert_eq!(body, "hello", "only what came before the timeout: {got}");
+            let line = sidecar.log.line(i + 1).await;
+            assert_eq!(line.response_code, "200", "{}", line.raw);
+            assert_eq!(line.response_flags, "UT", "{}", line.raw);
+            assert_eq!(line.response_code_details, "response_timeout");
+            assert_eq!(line.bytes_sent, "5", "{}", line.raw);
+            tokio::time::timeout(Duration::from_secs(20), closed.recv())
+                .await
+                .unwrap_or_else(|_| panic!("variant {n}: the upstream connection is closed"));
+        }
+        // Istio's request metric is recorded at the stream's end, with the same flag.
+        let metrics = sidecar.proxy.metrics().encode();
+        let cut = metrics
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+            .unwrap_or_else(|| panic!("a request counter: {metrics}"));
+        assert!(cut.contains("response_flags=\"UT\""), "{cut}");
+        assert!(cut.ends_with(" 2"), "{cut}");
+    }
+}
+
+/// The same route timeout does not cut off a body that completes in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_lets_a_body_complete_in_time_through() {
+    let (up, _closed) = slow_body_upstream(b"01234", Some(Duration::from_millis(100))).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+    - timeout: 10s
+      route:
+        - destination:
+            host: svc
+",
+        service_yaml("svc", "svc", 8080)
+    );
+    let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, up)]).await;
+    let reply = send(sidecar.addr, get("http://svc/whole", "svc")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "0123456789");
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "-", "{}", line.raw);
+    assert_eq!(line.response_code_details, "via_upstream");
+}
