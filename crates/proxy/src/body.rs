@@ -103,17 +103,23 @@ impl LoggedBody {
         self
     }
 
-    /// The route's timeout passed before the upstream finished the response: the
-    /// line and the metric say so as Envoy's do (flag UT, details `response_timeout`;
-    /// Envoy's flags print in its fixed order, UT before DI).
-    fn mark_route_timeout(&mut self) {
-        let flags = |before: &'static str| if before == "DI" { "UT,DI" } else { "UT" };
+    /// The response broke off after it had started: its route's timeout passed
+    /// (flag UT, details `response_timeout`) or the upstream's answer did (flag UC or
+    /// UPE, details `upstream_reset_after_response_started{...}`). The line and the
+    /// metric say so as Envoy's do; the status already sent stays.
+    fn mark_broken_off(&mut self, error: &BoxError) {
+        let (flag, details) = if error.is::<RouteTimeoutElapsed>() {
+            ("UT", "response_timeout")
+        } else {
+            let reason = crate::reset::ResetReason::of(&**error);
+            (reason.flag(), reason.after_response())
+        };
         if let Some(p) = self.log.as_mut() {
-            p.entry.response_flags = flags(p.entry.response_flags);
-            p.entry.response_code_details = "response_timeout";
+            p.entry.response_flags = crate::reset::late_flags(p.entry.response_flags, flag);
+            p.entry.response_code_details = details;
         }
         if let Some(m) = self.metric.as_mut() {
-            m.labels.response_flags = flags(m.labels.response_flags);
+            m.labels.response_flags = crate::reset::late_flags(m.labels.response_flags, flag);
         }
     }
 
@@ -194,9 +200,7 @@ impl Body for LoggedBody {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                if e.is::<RouteTimeoutElapsed>() {
-                    this.mark_route_timeout();
-                }
+                this.mark_broken_off(e);
                 this.finish();
             }
             Poll::Ready(None) => this.finish(),

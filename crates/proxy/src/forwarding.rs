@@ -238,7 +238,7 @@ impl Proxy {
                 drop(active);
                 if let Some(policy) = &cluster.policy.outlier {
                     let status = match outcome.flags {
-                        "UF" | "UC" => None,
+                        "UF" | "UC" | "UPE" => None,
                         "UT" => Some(504),
                         _ => Some(outcome.response.status().as_u16()),
                     };
@@ -246,7 +246,7 @@ impl Proxy {
                 }
                 let retriable = match outcome.flags {
                     "UF" => fwd.retry.retries_connect_failure(),
-                    "UC" => fwd.retry.retries_reset(),
+                    "UC" | "UPE" => fwd.retry.retries_reset(),
                     "UT" => fwd.retry.retries_status(504),
                     _ => {
                         outcome.details == "via_upstream"
@@ -477,18 +477,14 @@ fn break_outcome() -> ProxyBody {
 /// The final try failed too: Envoy adds URX and, for resets, says it retried.
 fn exhausted(mut outcome: Outcome) -> Outcome {
     match outcome.flags {
-        "UF" | "UC" => {
-            let reason = if outcome.flags == "UF" {
-                "connection failure"
-            } else {
-                "connection termination"
+        "UF" | "UC" | "UPE" => {
+            // Envoy's flag order puts UPE after URX (stream_info/utility.h).
+            let (reason, flags) = match outcome.flags {
+                "UF" => ("connection failure", "UF,URX"),
+                "UC" => ("connection termination", "UC,URX"),
+                _ => ("protocol error", "URX,UPE"),
             };
             let body = format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {reason}");
-            let flags = if outcome.flags == "UF" {
-                "UF,URX"
-            } else {
-                "UC,URX"
-            };
             let mut o = Outcome::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &body,

@@ -468,7 +468,14 @@ where
                 finish_chunked(out, encoder, None);
                 break;
             }
-            Some(Err(_)) => return Err(()),
+            Some(Err(_)) => {
+                // What came before the failure goes out first, as a proxy streaming the
+                // response would have sent it; then the connection closes.
+                if !out.is_empty() {
+                    let _ = stream.write_all(out).await;
+                }
+                return Err(());
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     if data.is_empty() {

@@ -14,6 +14,7 @@ mod h1_server;
 pub mod metrics;
 mod pool;
 pub mod proxy;
+mod reset;
 pub mod resolver;
 mod sharded;
 pub mod sni;

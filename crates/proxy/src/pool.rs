@@ -72,9 +72,13 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether the connection could not be opened at all.
-    pub(crate) fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_))
+    /// Why the exchange broke off; `None` when the connection could not be opened.
+    pub(crate) fn reset_reason(&self) -> Option<crate::reset::ResetReason> {
+        match self {
+            UpstreamError::Connect(_) => None,
+            UpstreamError::Exchange(e) => Some(crate::reset::ResetReason::of(e)),
+            UpstreamError::Plain(e) => Some(crate::reset::ResetReason::of_h1(e)),
+        }
     }
 
     /// The failure in words (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
@@ -772,7 +776,7 @@ mod tests {
         let Err(err) = send(&pool, addr, get()).await else {
             panic!("nothing listens at {addr}, yet an answer came");
         };
-        assert!(err.is_connect(), "{err:?}");
+        assert!(err.reset_reason().is_none(), "a connect failure: {err:?}");
         assert!(
             err.reason().starts_with("tcp connect error: "),
             "{}",

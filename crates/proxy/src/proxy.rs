@@ -1087,20 +1087,21 @@ pub(crate) fn invalid_path() -> Outcome {
     )
 }
 
-/// 503 `UF` (connection failure) or `UC` (connection termination) in Envoy's words.
-fn reset_before_headers(connect: bool, endpoint: SocketAddr, reason: String) -> Outcome {
-    let (flags, details, words) = if connect {
-        (
+/// 503 in Envoy's words: `UF` (connection failure) when `reset` is `None` (the
+/// connection could not be opened), else `UC` (connection termination) or `UPE`
+/// (protocol error: an answer that is not HTTP).
+fn reset_before_headers(
+    reset: Option<crate::reset::ResetReason>,
+    endpoint: SocketAddr,
+    reason: String,
+) -> Outcome {
+    let (flags, details, words) = match reset {
+        None => (
             "UF",
             "upstream_reset_before_response_started{connection_failure}",
             "connection failure",
-        )
-    } else {
-        (
-            "UC",
-            "upstream_reset_before_response_started{connection_termination}",
-            "connection termination",
-        )
+        ),
+        Some(reset) => (reset.flag(), reset.before_response(), reset.words()),
     };
     let body =
         format!("upstream connect error or disconnect/reset before headers. reset reason: {words}");
@@ -1112,7 +1113,7 @@ fn reset_before_headers(connect: bool, endpoint: SocketAddr, reason: String) -> 
 
 /// A failure of the pooled plain-text exchange.
 fn pool_failure(e: &crate::pool::UpstreamError, endpoint: SocketAddr) -> Outcome {
-    reset_before_headers(e.is_connect(), endpoint, e.reason())
+    reset_before_headers(e.reset_reason(), endpoint, e.reason())
 }
 
 /// A failure of hyper-util's client (TLS origination).
@@ -1133,7 +1134,8 @@ fn client_failure(e: &hyper_util::client::legacy::Error, endpoint: SocketAddr) -
     // A TLS alert after the handshake (a server refusing the client certificate under
     // TLS 1.3) is still a TLS error in Envoy's words.
     let reason = crate::tls::tls_error_reason(e).unwrap_or_else(|| error_chain(e));
-    reset_before_headers(e.is_connect(), endpoint, reason)
+    let reset = (!e.is_connect()).then(|| crate::reset::ResetReason::of(e));
+    reset_before_headers(reset, endpoint, reason)
 }
 
 /// 503 DF: the name is known neither to the mesh nor to DNS. In a pod, the

@@ -283,12 +283,22 @@ async fn a_client_gone_before_its_answer_is_logged_dc() {
     assert_eq!(line.path, "/slow");
 }
 
-/// An upstream that answers every request with a 200 head promising ten bytes and
-/// sends `first` of them at once, the rest `rest_after` later (never when `None`).
-/// Reports each connection's end (the proxy closing it) on the returned channel.
-async fn slow_body_upstream(
-    first: &'static [u8],
-    rest_after: Option<Duration>,
+/// What a [`scripted_upstream`] does after its first bytes.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Sends nothing more and waits for the proxy to close the connection.
+    Stall,
+    /// Closes the connection.
+    Close,
+    /// Sends these bytes after this long, then waits as `Stall`.
+    Send(&'static [u8], Duration),
+}
+
+/// An upstream that answers every request with `answer`, then does `then`. Reports
+/// each connection's end by the proxy on the returned channel.
+async fn scripted_upstream(
+    answer: &'static [u8],
+    then: Then,
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -308,16 +318,17 @@ async fn slow_body_upstream(
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec();
-                answer.extend_from_slice(first);
-                if conn.write_all(&answer).await.is_err() {
+                if conn.write_all(answer).await.is_err() {
                     return;
                 }
-                if let Some(after) = rest_after {
-                    tokio::time::sleep(after).await;
-                    let rest = &b"0123456789"[first.len()..];
-                    if conn.write_all(rest).await.is_err() {
-                        return;
+                match then {
+                    Then::Close => return,
+                    Then::Stall => {}
+                    Then::Send(rest, after) => {
+                        tokio::time::sleep(after).await;
+                        if conn.write_all(rest).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 // Wait for the proxy to close the connection.
@@ -333,6 +344,42 @@ async fn slow_body_upstream(
     (addr, closed)
 }
 
+/// A 200 head promising ten bytes, and five of them.
+const FIVE_OF_TEN: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+
+/// The same request without a body (served by the fast path, h1_server.rs) and with
+/// one (served by hyper).
+const GET_AND_POST: [&[u8]; 2] = [
+    b"GET http://svc/cut HTTP/1.1\r\nhost: svc\r\n\r\n",
+    b"POST http://svc/cut HTTP/1.1\r\nhost: svc\r\ncontent-length: 2\r\n\r\nhi",
+];
+
+/// Sends `request` on a new connection and reads until the sidecar closes it.
+async fn until_closed(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    client.write_all(request).await.expect("write");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut got))
+        .await
+        .expect("the sidecar closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The `istio_requests_total` series with this response code.
+fn request_counter(sidecar: &Running, code: u16) -> String {
+    let metrics = sidecar.proxy.metrics().encode();
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains(&format!("response_code=\"{code}\""))
+        })
+        .unwrap_or_else(|| panic!("a request counter: {metrics}"))
+        .to_string()
+}
+
 /// A VirtualService `timeout` covers the whole response, as Envoy's route timeout does
 /// ("wait for the upstream to respond with a complete response", Envoy's timeouts
 /// FAQ): a body still coming when it passes is cut off. The 200 head has gone out, so
@@ -343,8 +390,7 @@ async fn slow_body_upstream(
 /// with and without retries (the retry loop has its own deadline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_timeout_cuts_off_a_response_body_still_coming() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (up, mut closed) = slow_body_upstream(b"hello", None).await;
+    let (up, mut closed) = scripted_upstream(FIVE_OF_TEN, Then::Stall).await;
     for (n, retries) in ["", "      retries:\n        attempts: 2\n"]
         .into_iter()
         .enumerate()
@@ -366,21 +412,8 @@ spec:
             service_yaml("svc", "svc", 8080)
         );
         let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, up)]).await;
-        let requests: [&[u8]; 2] = [
-            b"GET http://svc/cut HTTP/1.1\r\nhost: svc\r\n\r\n",
-            b"POST http://svc/cut HTTP/1.1\r\nhost: svc\r\ncontent-length: 2\r\n\r\nhi",
-        ];
-        for (i, request) in requests.into_iter().enumerate() {
-            let mut client = tokio::net::TcpStream::connect(sidecar.addr)
-                .await
-                .expect("connect");
-            client.write_all(request).await.expect("write");
-            let mut got = Vec::new();
-            tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut got))
-                .await
-                .expect("the sidecar closes the connection")
-                .expect("read");
-            let got = String::from_utf8_lossy(&got);
+        for (i, request) in GET_AND_POST.into_iter().enumerate() {
+            let got = until_closed(sidecar.addr, request).await;
             assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
             let body = got.split("\r\n\r\n").nth(1).unwrap_or_default();
             assert_eq!(body, "hello", "only what came before the timeout: {got}");
@@ -394,11 +427,7 @@ spec:
                 .unwrap_or_else(|_| panic!("variant {n}: the upstream connection is closed"));
         }
         // Istio's request metric is recorded at the stream's end, with the same flag.
-        let metrics = sidecar.proxy.metrics().encode();
-        let cut = metrics
-            .lines()
-            .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
-            .unwrap_or_else(|| panic!("a request counter: {metrics}"));
+        let cut = request_counter(&sidecar, 200);
         assert!(cut.contains("response_flags=\"UT\""), "{cut}");
         assert!(cut.ends_with(" 2"), "{cut}");
     }
@@ -407,7 +436,11 @@ spec:
 /// The same route timeout does not cut off a body that completes in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_timeout_lets_a_body_complete_in_time_through() {
-    let (up, _closed) = slow_body_upstream(b"01234", Some(Duration::from_millis(100))).await;
+    let (up, _closed) = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234",
+        Then::Send(b"56789", Duration::from_millis(100)),
+    )
+    .await;
     let yaml = format!(
         "{}apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -431,4 +464,89 @@ spec:
     let line = sidecar.log.only_line().await;
     assert_eq!(line.response_flags, "-", "{}", line.raw);
     assert_eq!(line.response_code_details, "via_upstream");
+}
+
+/// An upstream that breaks off its answer after the 200 head has gone out: Envoy
+/// resets the downstream stream and logs the status sent with the reset's flag and
+/// details `upstream_reset_after_response_started{REASON}` (router.cc
+/// `onUpstreamReset`). Closing the connection is a connection termination (UC); a
+/// chunk that does not parse is a protocol error (UPE; codec_client.cc `onEvent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_broken_off_after_its_head_is_logged_with_the_resets_flag() {
+    let cases: [(&[u8], Then, &str, &str); 2] = [
+        (
+            FIVE_OF_TEN,
+            Then::Close,
+            "UC",
+            "upstream_reset_after_response_started{connection_termination}",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            Then::Stall,
+            "UPE",
+            "upstream_reset_after_response_started{protocol_error}",
+        ),
+    ];
+    for (answer, then, flag, details) in cases {
+        let (up, _closed) = scripted_upstream(answer, then).await;
+        let sidecar = sidecar_for(
+            &service_yaml("svc", "svc", 8080),
+            &[bare_pod("svc-1", "svc", 8080, up)],
+        )
+        .await;
+        for (i, request) in GET_AND_POST.into_iter().enumerate() {
+            let got = until_closed(sidecar.addr, request).await;
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            assert!(!got.ends_with("0\r\n\r\n"), "no end of the body: {got}");
+            let line = sidecar.log.line(i + 1).await;
+            assert_eq!(line.response_code, "200", "{}", line.raw);
+            assert_eq!(line.response_flags, flag, "{}", line.raw);
+            assert_eq!(line.response_code_details, details, "{}", line.raw);
+        }
+        let counter = request_counter(&sidecar, 200);
+        assert!(
+            counter.contains(&format!("response_flags=\"{flag}\"")),
+            "{counter}"
+        );
+    }
+}
+
+/// An answer that is not HTTP is a protocol error before the response started:
+/// 503 with Envoy's reset body, flag UPE, details
+/// `upstream_reset_before_response_started{protocol_error}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_http_is_503_upe() {
+    let (up, _closed) = scripted_upstream(b"this is not http\r\n\r\n", Then::Stall).await;
+    let sidecar = sidecar_for(
+        &service_yaml("svc", "svc", 8080),
+        &[bare_pod("svc-1", "svc", 8080, up)],
+    )
+    .await;
+    for (i, request) in GET_AND_POST.into_iter().enumerate() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut client = tokio::net::TcpStream::connect(sidecar.addr)
+            .await
+            .expect("connect");
+        client.write_all(request).await.expect("write");
+        let mut got = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), client.read(&mut got))
+            .await
+            .expect("an answer")
+            .expect("read");
+        let got = String::from_utf8_lossy(&got[..n]).into_owned();
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+        assert!(
+            got.ends_with(
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+            ),
+            "{got}"
+        );
+        let line = sidecar.log.line(i + 1).await;
+        assert_eq!(line.response_code, "503", "{}", line.raw);
+        assert_eq!(line.response_flags, "UPE", "{}", line.raw);
+        assert_eq!(
+            line.response_code_details,
+            "upstream_reset_before_response_started{protocol_error}"
+        );
+    }
 }
