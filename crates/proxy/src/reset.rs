@@ -30,8 +30,15 @@ impl ResetReason {
             {
                 return ResetReason::ProtocolError;
             }
-            // hyper's body decoder reports a bad chunk as invalid input or data.
+            // hyper's body decoder reports a bad chunk as invalid input or data; a TLS
+            // failure is invalid data too, but a transport's failure, not the codec's.
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+                {
+                    return ResetReason::ConnectionTermination;
+                }
                 if matches!(
                     io.kind(),
                     std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
@@ -127,6 +134,12 @@ mod tests {
         assert_eq!(ResetReason::of(&*boxed), ResetReason::ProtocolError);
         let bad_chunk = std::io::Error::new(std::io::ErrorKind::InvalidInput, "chunk size");
         assert_eq!(ResetReason::of(&bad_chunk), ResetReason::ProtocolError);
+        // A TLS alert read after the handshake: the transport failed, not the codec.
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        assert_eq!(ResetReason::of(&alert), ResetReason::ConnectionTermination);
     }
 
     #[test]

@@ -301,6 +301,9 @@ async fn mutual_tls_with_files_and_with_credential_name() {
         "{}",
         line.raw
     );
+    // Under TLS 1.3 the refusal comes after the client's handshake: the connected
+    // transport failed (UC), it is not an answer that does not parse (UPE).
+    assert_eq!(line.response_flags, "UC", "{}", line.raw);
 
     let missing = origination_yaml(
         "site.test",
