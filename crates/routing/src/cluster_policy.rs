@@ -1,6 +1,7 @@
 //! A cluster's traffic policy from its DestinationRule: load balancing, connection
-//! pool limits, outlier detection and TLS origination (`tls`), merged the way Istio merges them (top level,
-//! then the port's `portLevelSettings`, then the subset's policy and its port level).
+//! pool limits, outlier detection and TLS origination (`tls`), chosen the way Istio
+//! chooses them (top level or the port's `portLevelSettings`, then the subset's policy
+//! or its port level; each part whole, see [`PolicyParts`]).
 
 use std::time::Duration;
 
@@ -161,6 +162,71 @@ impl ClusterTls {
     }
 }
 
+/// The four parts of a traffic policy that make a cluster's policy, chosen the way
+/// Istio chooses them (pilot `MergeTrafficPolicy` and `GetPortLevelTrafficPolicy`):
+/// each part is taken whole, never merged field by field; a subset's part replaces the
+/// rule's; and a `portLevelSettings` entry for the cluster's port replaces all four
+/// parts of the policy it belongs to, defaults where it gives none ("settings
+/// specified at the destination-level will not be inherited when overridden by
+/// port-level settings", DestinationRule reference).
+#[derive(Default, Clone, Copy)]
+struct PolicyParts<'a> {
+    load_balancer: Option<&'a LoadBalancerSettings>,
+    connection_pool: Option<&'a ConnectionPoolSettings>,
+    outlier_detection: Option<&'a OutlierDetection>,
+    tls: Option<&'a ClientTlsSettings>,
+}
+
+impl<'a> PolicyParts<'a> {
+    /// The rule's policy for `port`, then the subset's over it.
+    fn merged(
+        rule: Option<&'a TrafficPolicy>,
+        subset: Option<&'a TrafficPolicy>,
+        port: u32,
+    ) -> PolicyParts<'a> {
+        let mut parts = rule.map(|tp| Self::at_port(tp, port)).unwrap_or_default();
+        if let Some(sub) = subset {
+            let own = Self::top_level(sub);
+            parts.load_balancer = own.load_balancer.or(parts.load_balancer);
+            parts.connection_pool = own.connection_pool.or(parts.connection_pool);
+            parts.outlier_detection = own.outlier_detection.or(parts.outlier_detection);
+            parts.tls = own.tls.or(parts.tls);
+            if let Some(at_port) = Self::port_level(sub, port) {
+                parts = at_port;
+            }
+        }
+        parts
+    }
+
+    /// A policy's own parts for `port`: its port-level entry if it has one, else its
+    /// top level.
+    fn at_port(tp: &'a TrafficPolicy, port: u32) -> PolicyParts<'a> {
+        Self::port_level(tp, port).unwrap_or_else(|| Self::top_level(tp))
+    }
+
+    fn top_level(tp: &'a TrafficPolicy) -> PolicyParts<'a> {
+        PolicyParts {
+            load_balancer: tp.load_balancer.as_ref(),
+            connection_pool: tp.connection_pool.as_ref(),
+            outlier_detection: tp.outlier_detection.as_ref(),
+            tls: tp.tls.as_ref(),
+        }
+    }
+
+    fn port_level(tp: &'a TrafficPolicy, port: u32) -> Option<PolicyParts<'a>> {
+        let pl = tp
+            .port_level_settings
+            .iter()
+            .find(|pl| pl.port.as_ref().and_then(|p| p.number) == Some(port))?;
+        Some(PolicyParts {
+            load_balancer: pl.load_balancer.as_ref(),
+            connection_pool: pl.connection_pool.as_ref(),
+            outlier_detection: pl.outlier_detection.as_ref(),
+            tls: pl.tls.as_ref(),
+        })
+    }
+}
+
 /// The policy of one cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterPolicy {
@@ -183,44 +249,23 @@ impl ClusterPolicy {
     pub fn from_rule(dr: Option<&DestinationRuleSpec>, port: u32, subset: &str) -> ClusterPolicy {
         let mut policy = ClusterPolicy::default();
         let Some(dr) = dr else { return policy };
-        policy.overlay_traffic_policy(dr.traffic_policy.as_ref(), port);
-        if let Some(s) = dr
+        let subset_policy = dr
             .subsets
             .iter()
             .find(|s| s.name == subset && !subset.is_empty())
-        {
-            policy.overlay_traffic_policy(s.traffic_policy.as_ref(), port);
-        }
+            .and_then(|s| s.traffic_policy.as_ref());
+        let parts = PolicyParts::merged(dr.traffic_policy.as_ref(), subset_policy, port);
+        policy.compile_parts(
+            parts.load_balancer,
+            parts.connection_pool,
+            parts.outlier_detection,
+        );
+        policy.tls = parts.tls.and_then(ClusterTls::compile);
         policy
     }
 
-    fn overlay_traffic_policy(&mut self, tp: Option<&TrafficPolicy>, port: u32) {
-        let Some(tp) = tp else { return };
-        self.overlay(
-            tp.load_balancer.as_ref(),
-            tp.connection_pool.as_ref(),
-            tp.outlier_detection.as_ref(),
-        );
-        // Istio (MergeTrafficPolicy): a `tls` given replaces the one before it, the
-        // port's over the top level's, the subset's over the rule's.
-        if let Some(tls) = &tp.tls {
-            self.tls = ClusterTls::compile(tls);
-        }
-        for pl in &tp.port_level_settings {
-            if pl.port.as_ref().and_then(|p| p.number) == Some(port) {
-                self.overlay(
-                    pl.load_balancer.as_ref(),
-                    pl.connection_pool.as_ref(),
-                    pl.outlier_detection.as_ref(),
-                );
-                if let Some(tls) = &pl.tls {
-                    self.tls = ClusterTls::compile(tls);
-                }
-            }
-        }
-    }
-
-    fn overlay(
+    /// Fills in the parts that are given; the others keep Istio's defaults.
+    fn compile_parts(
         &mut self,
         lb: Option<&LoadBalancerSettings>,
         pool: Option<&ConnectionPoolSettings>,
@@ -272,11 +317,18 @@ impl ClusterPolicy {
                     limits.max_connections = n;
                 }
             }
+            // `http.idleTimeout`, else `tcp.idleTimeout` (pilot `applyConnectionPool`:
+            // "if idleTimeout == nil { idleTimeout = settings.Tcp.IdleTimeout }"). Zero
+            // turns Envoy's idle timeout off (the connection stays until it closes).
+            let idle = pool
+                .http
+                .as_ref()
+                .and_then(|h| h.idle_timeout.as_deref())
+                .or_else(|| pool.tcp.as_ref().and_then(|t| t.idle_timeout.as_deref()));
+            if let Some(d) = idle.and_then(parse_duration) {
+                self.idle_timeout = Some(if d.is_zero() { Duration::MAX } else { d });
+            }
             if let Some(http) = &pool.http {
-                // Istio's validation refuses durations under 1 ms (validate.rs).
-                if let Some(d) = http.idle_timeout.as_deref().and_then(parse_duration) {
-                    self.idle_timeout = Some(d);
-                }
                 if let Some(n) = limit(http.http1_max_pending_requests) {
                     limits.max_pending = n;
                 }
@@ -351,14 +403,65 @@ mod tests {
         );
     }
 
+    /// A subset's `connectionPool` replaces the rule's whole (pilot
+    /// `MergeTrafficPolicy`): v2 sets only `tcp.maxConnections`, so it has no idle
+    /// timeout of the rule's.
     #[test]
-    fn the_http_idle_timeout_comes_from_the_rule_and_a_subset_overrides_it() {
-        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: 4s\n  subsets:\n  - name: v1\n    trafficPolicy:\n      connectionPool:\n        http:\n          idleTimeout: 1500ms\n  - name: v2\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          maxConnections: 3\n");
+    fn the_http_idle_timeout_comes_from_the_rule_and_a_subsets_pool_replaces_it() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      http:\n        idleTimeout: 4s\n  subsets:\n  - name: v1\n    trafficPolicy:\n      connectionPool:\n        http:\n          idleTimeout: 1500ms\n  - name: v2\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          maxConnections: 3\n  - name: v3\n    trafficPolicy:\n      loadBalancer:\n        simple: RANDOM\n");
         let at = |subset| ClusterPolicy::from_rule(Some(&d), 80, subset).idle_timeout;
         assert_eq!(at(""), Some(Duration::from_secs(4)));
         assert_eq!(at("v1"), Some(Duration::from_millis(1500)));
-        assert_eq!(at("v2"), Some(Duration::from_secs(4)));
+        assert_eq!(at("v2"), None);
+        assert_eq!(at("v3"), Some(Duration::from_secs(4)), "no pool of its own");
         assert_eq!(ClusterPolicy::from_rule(None, 80, "").idle_timeout, None);
+    }
+
+    /// Istio's HTTP idle timeout falls back to `tcp.idleTimeout` (pilot
+    /// `applyConnectionPool`); zero turns it off.
+    #[test]
+    fn the_tcp_idle_timeout_stands_in_for_the_http_one() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        idleTimeout: 3s\n  subsets:\n  - name: both\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          idleTimeout: 3s\n        http:\n          idleTimeout: 1s\n  - name: off\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          idleTimeout: 0s\n");
+        let at = |subset| ClusterPolicy::from_rule(Some(&d), 80, subset).idle_timeout;
+        assert_eq!(at(""), Some(Duration::from_secs(3)));
+        assert_eq!(at("both"), Some(Duration::from_secs(1)));
+        assert_eq!(at("off"), Some(Duration::MAX));
+    }
+
+    /// A `portLevelSettings` entry replaces all four parts of its policy, with defaults
+    /// where it gives none: TLS and the pool of the top level are not inherited
+    /// (DestinationRule reference, pilot `GetPortLevelTrafficPolicy`); the subset's
+    /// parts then replace those they give, and the subset's own entry for the port
+    /// replaces everything again.
+    #[test]
+    fn a_port_level_entry_replaces_the_whole_policy_it_belongs_to() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n    connectionPool:\n      tcp:\n        maxConnections: 7\n    tls:\n      mode: SIMPLE\n    portLevelSettings:\n    - port:\n        number: 8080\n      loadBalancer:\n        simple: LEAST_REQUEST\n  subsets:\n  - name: pooled\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          maxConnections: 2\n  - name: own-port\n    trafficPolicy:\n      connectionPool:\n        tcp:\n          maxConnections: 2\n      portLevelSettings:\n      - port:\n          number: 8080\n        tls:\n          mode: SIMPLE\n");
+        let top = ClusterPolicy::from_rule(Some(&d), 80, "");
+        assert_eq!(top.lb, LbPolicy::Random);
+        assert!(top.tls.is_some());
+        assert_eq!(top.limits.map(|l| l.max_connections), Some(7));
+        let port = ClusterPolicy::from_rule(Some(&d), 8080, "");
+        assert_eq!(port.lb, LbPolicy::LeastRequest);
+        assert_eq!(port.tls, None, "not inherited from the top level");
+        assert_eq!(port.limits, None, "not inherited from the top level");
+        let pooled = ClusterPolicy::from_rule(Some(&d), 8080, "pooled");
+        assert_eq!(
+            pooled.lb,
+            LbPolicy::LeastRequest,
+            "the rule's entry for the port"
+        );
+        assert_eq!(pooled.limits.map(|l| l.max_connections), Some(2));
+        let own = ClusterPolicy::from_rule(Some(&d), 8080, "own-port");
+        assert_eq!(
+            own.lb,
+            LbPolicy::RoundRobin,
+            "the subset's entry gives none"
+        );
+        assert_eq!(own.limits, None, "the subset's entry gives none");
+        assert!(own.tls.is_some());
+        let other_port = ClusterPolicy::from_rule(Some(&d), 80, "own-port");
+        assert_eq!(other_port.limits.map(|l| l.max_connections), Some(2));
+        assert_eq!(other_port.lb, LbPolicy::Random);
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     if let Some(tcp) = &pool.tcp {
                         pool_extras |= tcp.connect_timeout.is_some()
                             || tcp.tcp_keepalive.is_some()
-                            || tcp.max_connection_duration.is_some()
-                            || tcp.idle_timeout.is_some();
+                            || tcp.max_connection_duration.is_some();
+                        // Istio's HTTP idle timeout when `http.idleTimeout` is not given.
+                        idle_timeout |= tcp.idle_timeout.is_some();
                     }
                     if let Some(http) = &pool.http {
                         pool_extras |= http.max_requests_per_connection.is_some()
@@ -119,10 +120,11 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     "connectionPool (timeouts, keepalives and per-connection limits)",
                     pool_extras,
                 );
-                // `http.idleTimeout` is enforced on plain-text upstream connections
-                // (meshbox-proxy pool.rs); TLS origination keeps its client's minute.
+                // `http.idleTimeout` (else `tcp.idleTimeout`) is enforced on plain-text
+                // upstream connections (meshbox-proxy pool.rs); TLS origination keeps its
+                // client's minute.
                 check(
-                    "connectionPool.http.idleTimeout with TLS origination (those connections keep a 60 s idle timeout)",
+                    "connectionPool.http.idleTimeout or tcp.idleTimeout with TLS origination (those connections keep a 60 s idle timeout)",
                     idle_timeout && (originates || dr_originates),
                 );
             }
@@ -199,7 +201,7 @@ mod tests {
         let with_tls = notes(&rule("      tls:\n        mode: SIMPLE\n"));
         assert_eq!(with_tls.len(), 1, "{with_tls:?}");
         assert!(
-            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout with TLS origination"),
+            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout or tcp.idleTimeout with TLS origination"),
             "{with_tls:?}"
         );
     }
