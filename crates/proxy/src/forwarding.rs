@@ -232,7 +232,7 @@ impl Proxy {
                         from,
                         endpoint,
                         per_try,
-                        cluster.policy.idle_timeout,
+                        crate::pool::Reuse::of(&cluster.policy),
                     )
                     .await;
                 drop(active);

@@ -53,6 +53,37 @@ use crate::sharded::CopyOnWriteMap;
 /// connections to endpoints that are gone do not wait an hour to close.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How a cluster's upstream connections are reused (its DestinationRule's
+/// `connectionPool.http`, which Istio sets as the cluster's
+/// `common_http_protocol_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reuse {
+    /// How long a connection may stay idle (`idleTimeout`, else [`IDLE_TIMEOUT`]).
+    pub(crate) idle_timeout: Duration,
+    /// How many requests a connection serves before it closes
+    /// (`maxRequestsPerConnection`; 1 turns keep-alive off; `u32::MAX`: no limit).
+    pub(crate) max_requests: u32,
+}
+
+impl Reuse {
+    /// The reuse a cluster's policy asks for.
+    pub(crate) fn of(policy: &meshbox_routing::cluster_policy::ClusterPolicy) -> Reuse {
+        Reuse {
+            idle_timeout: policy.idle_timeout.unwrap_or(IDLE_TIMEOUT),
+            max_requests: policy.max_requests_per_connection.unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl Default for Reuse {
+    fn default() -> Reuse {
+        Reuse {
+            idle_timeout: IDLE_TIMEOUT,
+            max_requests: u32::MAX,
+        }
+    }
+}
+
 /// Idle connections kept per endpoint: as many as Envoy's default circuit breaker
 /// allows connections (`max_connections` 1024), so that a burst of concurrent requests
 /// (HTTP/2 streams from one client, for one) does not end in closing and reopening
@@ -111,12 +142,13 @@ struct EndpointConnections {
 /// One of hyper's client connections and its local address.
 type HyperConnection = (SendRequest<ProxyBody>, SocketAddr);
 
-/// An idle connection, since when it is idle, and how long it may stay so (its
-/// cluster's idle timeout).
+/// An idle connection, since when it is idle, how long it may stay so (its cluster's
+/// idle timeout), and how many requests it has served.
 struct Idle<C> {
     conn: C,
     since: Instant,
     timeout: Duration,
+    served: u32,
 }
 
 impl<C> Idle<C> {
@@ -125,9 +157,14 @@ impl<C> Idle<C> {
     }
 }
 
-/// Puts `conn` with the idle connections of `idle` (dropping the oldest ones whose
-/// timeout has passed), unless [`MAX_IDLE_PER_ENDPOINT`] are kept already.
-fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, timeout: Duration) {
+/// Puts `conn`, which has served `served` requests, with the idle connections of
+/// `idle` (dropping the oldest ones whose timeout has passed), unless it has served as
+/// many as its cluster allows (it closes, as Envoy closes a connection at
+/// `max_requests_per_connection`) or [`MAX_IDLE_PER_ENDPOINT`] are kept already.
+fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, reuse: Reuse, served: u32) {
+    if served >= reuse.max_requests {
+        return;
+    }
     if let Ok(mut idle) = idle.lock() {
         let now = Instant::now();
         drop_stale(&mut idle, now);
@@ -135,7 +172,8 @@ fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, timeout: Duration) {
             idle.push(Idle {
                 conn,
                 since: now,
-                timeout,
+                timeout: reuse.idle_timeout,
+                served,
             });
         }
     }
@@ -191,8 +229,10 @@ pub(crate) struct Lease {
     local: SocketAddr,
     /// Set once the request body has been sent whole; `None`: the request had none.
     request_sent: Option<Arc<AtomicBool>>,
-    /// The idle timeout of the cluster whose request this is.
-    idle_timeout: Duration,
+    /// How the cluster whose request this is reuses connections.
+    reuse: Reuse,
+    /// Requests the connection has served, this one included.
+    served: u32,
 }
 
 impl Lease {
@@ -213,7 +253,8 @@ impl Lease {
         keep_idle(
             &self.endpoint.idle,
             (self.sender, self.local),
-            self.idle_timeout,
+            self.reuse,
+            self.served,
         );
     }
 }
@@ -256,25 +297,22 @@ impl UpstreamPool {
     /// pooled connection, or a new one; returns the response, whose body hands the
     /// connection back when it ends, and the local address of the connection. The head
     /// of a request without a body is written from `parts` as they are; a request with
-    /// a body gets a copy of them. The connection, given back, stays idle at most
-    /// `idle_timeout` (the cluster's `connectionPool.http.idleTimeout`, or
-    /// [`IDLE_TIMEOUT`]).
+    /// a body gets a copy of them. The connection is given back (or closed) as the
+    /// cluster's `reuse` says.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         parts: &http::request::Parts,
         body: ProxyBody,
-        idle_timeout: Duration,
+        reuse: Reuse,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
         if body.is_end_stream() {
-            return self
-                .send_bodiless(addr, endpoint, parts, idle_timeout)
-                .await;
+            return self.send_bodiless(addr, endpoint, parts, reuse).await;
         }
         // Boxed: the rarer case, kept out of the state of every request without a body.
         let req = crate::proxy::copy_request(parts, body);
-        let send = Box::pin(self.send_with_body(addr, endpoint, req, idle_timeout));
+        let send = Box::pin(self.send_with_body(addr, endpoint, req, reuse));
         send.await
     }
 
@@ -284,7 +322,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         parts: &http::request::Parts,
-        idle_timeout: Duration,
+        reuse: Reuse,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         loop {
             let reused = endpoint.plain.lock().ok().and_then(|mut idle| idle.pop());
@@ -294,7 +332,10 @@ impl UpstreamPool {
             }
             let local = idle.conn.local();
             match idle.conn.exchange(parts).await {
-                Ok(resp) => return Ok((lend_plain(resp, endpoint, idle_timeout), local)),
+                Ok(resp) => {
+                    let lent = lend_plain(resp, endpoint, reuse, idle.served + 1);
+                    return Ok((lent, local));
+                }
                 // Closed by the upstream as it was reused, before a byte of an answer:
                 // an idempotent request goes again on another connection, as HTTP
                 // clients do (RFC 9110 §9.2.2).
@@ -307,7 +348,7 @@ impl UpstreamPool {
         let conn = connect.await.map_err(UpstreamError::Connect)?;
         let local = conn.local();
         match conn.exchange(parts).await {
-            Ok(resp) => Ok((lend_plain(resp, endpoint, idle_timeout), local)),
+            Ok(resp) => Ok((lend_plain(resp, endpoint, reuse, 1), local)),
             Err(e) => Err(UpstreamError::Plain(e)),
         }
     }
@@ -318,7 +359,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         mut req: Request<ProxyBody>,
-        idle_timeout: Duration,
+        reuse: Reuse,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         // The request says when its body has been sent whole (see `Lease`).
         let sent = Arc::new(AtomicBool::new(false));
@@ -330,14 +371,22 @@ impl UpstreamPool {
                 break;
             };
             let expired = idle.expired(Instant::now());
+            let served = idle.served + 1;
             let (mut sender, local) = idle.conn;
             if expired || sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let lent = lend(resp, endpoint, sender, local, request_sent, idle_timeout);
-                    return Ok(lent);
+                    let lease = Lease {
+                        endpoint,
+                        sender,
+                        local,
+                        request_sent,
+                        reuse,
+                        served,
+                    };
+                    return Ok(lend(resp, lease));
                 }
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed meanwhile; try the next one.
@@ -348,14 +397,17 @@ impl UpstreamPool {
         }
         let (mut sender, local) = self.connect(addr).await?;
         match sender.send_request(req).await {
-            Ok(resp) => Ok(lend(
-                resp,
-                endpoint,
-                sender,
-                local,
-                request_sent,
-                idle_timeout,
-            )),
+            Ok(resp) => {
+                let lease = Lease {
+                    endpoint,
+                    sender,
+                    local,
+                    request_sent,
+                    reuse,
+                    served: 1,
+                };
+                Ok(lend(resp, lease))
+            }
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
@@ -391,54 +443,44 @@ impl UpstreamPool {
 
 /// The response of a request with a body, whose body gives the connection back (see
 /// [`Lease`]) when it ends.
-fn lend(
-    resp: Response<Incoming>,
-    endpoint: Arc<EndpointConnections>,
-    sender: SendRequest<ProxyBody>,
-    local: SocketAddr,
-    request_sent: Option<Arc<AtomicBool>>,
-    idle_timeout: Duration,
-) -> (Response<ProxyBody>, SocketAddr) {
-    let lease = Lease {
-        endpoint,
-        sender,
-        local,
-        request_sent,
-        idle_timeout,
-    };
+fn lend(resp: Response<Incoming>, lease: Lease) -> (Response<ProxyBody>, SocketAddr) {
+    let local = lease.local;
     let resp = resp.map(|inner| pooled_body(inner, lease).map_err(BoxError::from).boxed());
     (resp, local)
 }
 
 /// The response of a bodiless request, whose body puts the connection back in the
 /// endpoint's pool when it ends.
+/// `served`: the requests the connection has served, this one included.
 fn lend_plain(
     resp: Response<H1Body>,
     endpoint: Arc<EndpointConnections>,
-    idle_timeout: Duration,
+    reuse: Reuse,
+    served: u32,
 ) -> Response<ProxyBody> {
     resp.map(|inner| {
         let mut body = Watched {
             inner,
-            state: (endpoint, idle_timeout),
-            watch: |body, (endpoint, idle_timeout), seen| {
+            state: (endpoint, reuse, served),
+            watch: |body, (endpoint, reuse, served), seen| {
                 if seen != Seen::Pending {
-                    give_back_plain(body, endpoint, *idle_timeout);
+                    give_back_plain(body, endpoint, *reuse, *served);
                 }
             },
         };
         // A response without a body (204, 304, HEAD) frees the connection at once.
-        give_back_plain(&mut body.inner, &body.state.0, body.state.1);
+        let (endpoint, reuse, served) = &body.state;
+        give_back_plain(&mut body.inner, endpoint, *reuse, *served);
         body.map_err(BoxError::from).boxed()
     })
 }
 
 /// Puts the connection of a body that has ended back with its endpoint.
-fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections, idle_timeout: Duration) {
+fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections, reuse: Reuse, served: u32) {
     let Some(conn) = body.take_reusable() else {
         return;
     };
-    keep_idle(&endpoint.plain, conn, idle_timeout);
+    keep_idle(&endpoint.plain, conn, reuse, served);
 }
 
 /// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.
@@ -616,31 +658,37 @@ mod tests {
         addr: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
-        send_idle(pool, addr, req, IDLE_TIMEOUT).await
+        send_reusing(pool, addr, req, Reuse::default()).await
     }
 
-    /// The same for a cluster whose connections may stay idle `idle_timeout`.
-    async fn send_idle(
+    /// The same for a cluster that reuses its connections as `reuse` says.
+    async fn send_reusing(
         pool: &UpstreamPool,
         addr: SocketAddr,
         req: Request<ProxyBody>,
-        idle_timeout: Duration,
+        reuse: Reuse,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let (parts, body) = req.into_parts();
-        pool.send(addr, &parts, body, idle_timeout).await
+        pool.send(addr, &parts, body, reuse).await
     }
 
-    /// Sends `req` as a request of a cluster with `idle_timeout` and checks the answer.
+    /// Sends `req` as a request of a cluster with `reuse` and checks the answer.
     async fn answered(
         pool: &UpstreamPool,
         addr: SocketAddr,
         req: Request<ProxyBody>,
-        idle_timeout: Duration,
+        reuse: Reuse,
     ) {
-        let (resp, _) = send_idle(pool, addr, req, idle_timeout)
-            .await
-            .expect("answer");
+        let (resp, _) = send_reusing(pool, addr, req, reuse).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
+    }
+
+    /// A cluster whose connections may stay idle `idle_timeout`.
+    fn idle_for(idle_timeout: Duration) -> Reuse {
+        Reuse {
+            idle_timeout,
+            ..Reuse::default()
+        }
     }
 
     async fn body_of(resp: Response<ProxyBody>) -> Bytes {
@@ -857,8 +905,8 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let short = Duration::from_secs(2);
         // Two connections of a cluster with a 2 s timeout, one of each kind.
-        answered(&pool, addr, get(), short).await;
-        answered(&pool, addr, post_bytes("x"), short).await;
+        answered(&pool, addr, get(), idle_for(short)).await;
+        answered(&pool, addr, post_bytes("x"), idle_for(short)).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         let past_short = Instant::now() + short + Duration::from_millis(500);
@@ -872,9 +920,40 @@ mod tests {
         until_count(&closed, 2, "connections the upstream saw closed").await;
 
         // A connection of the default cluster outlives the short timeout.
-        answered(&pool, addr, get(), IDLE_TIMEOUT).await;
+        answered(&pool, addr, get(), Reuse::default()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         assert_eq!(pool.sweep(Instant::now() + short * 2), Swept::default());
+    }
+
+    /// DestinationRule `connectionPool.http.maxRequestsPerConnection` (Envoy's
+    /// `max_requests_per_connection`): a connection closes after that many requests,
+    /// with or without a body, and the next request opens another; 1 turns keep-alive
+    /// off.
+    #[tokio::test]
+    async fn a_connection_closes_after_its_clusters_max_requests() {
+        let (addr, accepted, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let two = Reuse {
+            max_requests: 2,
+            ..Reuse::default()
+        };
+        answered(&pool, addr, get(), two).await;
+        answered(&pool, addr, get(), two).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        until_count(&closed, 1, "closed after its second request").await;
+        answered(&pool, addr, post_bytes("x"), two).await;
+        answered(&pool, addr, post_bytes("y"), two).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
+        until_count(&closed, 2, "closed after its second request").await;
+
+        let one = Reuse {
+            max_requests: 1,
+            ..Reuse::default()
+        };
+        for n in 3..6 {
+            answered(&pool, addr, get(), one).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), n, "no keep-alive");
+        }
     }
 
     /// A connection whose idle timeout has passed is closed, not lent, when the next
@@ -884,10 +963,10 @@ mod tests {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
         let pool = UpstreamPool::new(Duration::from_secs(5));
         let short = Duration::from_millis(50);
-        answered(&pool, addr, get(), short).await;
+        answered(&pool, addr, get(), idle_for(short)).await;
         // The time the timeout is about, on the real clock the pool reads.
         tokio::time::sleep(short * 3).await;
-        answered(&pool, addr, get(), short).await;
+        answered(&pool, addr, get(), idle_for(short)).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
         until_count(&closed, 1, "the expired connection closed").await;
     }

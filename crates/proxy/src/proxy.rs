@@ -875,7 +875,8 @@ impl Proxy {
             return invalid_path();
         }
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        self.forward_prepared(&parts, body, tls, from, endpoint, timeout, None)
+        let reuse = crate::pool::Reuse::default();
+        self.forward_prepared(&parts, body, tls, from, endpoint, timeout, reuse)
             .await
     }
 
@@ -891,8 +892,8 @@ impl Proxy {
     /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
     /// connecting.
     ///
-    /// `idle_timeout`: the cluster's `connectionPool.http.idleTimeout` for the plain-text
-    /// connection once it is idle again (`None`: [`crate::pool::IDLE_TIMEOUT`]).
+    /// `reuse`: how the cluster reuses a plain-text connection once its response has
+    /// ended (its DestinationRule's `connectionPool.http`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward_prepared(
         &self,
@@ -902,7 +903,7 @@ impl Proxy {
         from: Downstream,
         endpoint: SocketAddr,
         timeout: Option<Duration>,
-        idle_timeout: Option<Duration>,
+        reuse: crate::pool::Reuse,
     ) -> Outcome {
         if from.local == endpoint {
             return Outcome::local(
@@ -967,16 +968,7 @@ impl Proxy {
                     }
                     Err(e) => Err(client_failure(&e, endpoint)),
                 },
-                Upstream::Plain(body) => match self
-                    .pool
-                    .send(
-                        endpoint,
-                        parts,
-                        body,
-                        idle_timeout.unwrap_or(crate::pool::IDLE_TIMEOUT),
-                    )
-                    .await
-                {
+                Upstream::Plain(body) => match self.pool.send(endpoint, parts, body, reuse).await {
                     Ok((resp, local)) => Ok((resp, Some(local))),
                     Err(e) => Err(pool_failure(&e, endpoint)),
                 },

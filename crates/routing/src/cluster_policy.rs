@@ -242,6 +242,11 @@ pub struct ClusterPolicy {
     /// without a request before it is closed (Istio sets it as the cluster's
     /// `common_http_protocol_options.idle_timeout`; `None`: the proxy's default).
     pub idle_timeout: Option<Duration>,
+    /// `connectionPool.http.maxRequestsPerConnection`: requests an upstream connection
+    /// serves before it is closed (Istio sets it as the cluster's
+    /// `common_http_protocol_options.max_requests_per_connection` when above 0; 1
+    /// turns keep-alive off; `None`: no limit).
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl ClusterPolicy {
@@ -329,6 +334,9 @@ impl ClusterPolicy {
                 self.idle_timeout = Some(if d.is_zero() { Duration::MAX } else { d });
             }
             if let Some(http) = &pool.http {
+                if let Some(n) = limit(http.max_requests_per_connection) {
+                    self.max_requests_per_connection = Some(n);
+                }
                 if let Some(n) = limit(http.http1_max_pending_requests) {
                     limits.max_pending = n;
                 }
@@ -415,6 +423,17 @@ mod tests {
         assert_eq!(at("v2"), None);
         assert_eq!(at("v3"), Some(Duration::from_secs(4)), "no pool of its own");
         assert_eq!(ClusterPolicy::from_rule(None, 80, "").idle_timeout, None);
+    }
+
+    /// `http.maxRequestsPerConnection` above 0 limits a connection's requests (pilot
+    /// `applyConnectionPool`); 0 means no limit.
+    #[test]
+    fn max_requests_per_connection_above_zero_is_a_limit() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 1\n  subsets:\n  - name: zero\n    trafficPolicy:\n      connectionPool:\n        http:\n          maxRequestsPerConnection: 0\n");
+        let at =
+            |subset| ClusterPolicy::from_rule(Some(&d), 80, subset).max_requests_per_connection;
+        assert_eq!(at(""), Some(1));
+        assert_eq!(at("zero"), None);
     }
 
     /// Istio's HTTP idle timeout falls back to `tcp.idleTimeout` (pilot

@@ -617,6 +617,18 @@ pub fn describe_cluster_policy(p: &ClusterPolicy) -> Vec<String> {
             l.max_connections, l.max_pending, l.max_requests
         ));
     }
+    if p.idle_timeout.is_some() || p.max_requests_per_connection.is_some() {
+        let idle = match p.idle_timeout {
+            Some(std::time::Duration::MAX) => "no idle timeout".to_string(),
+            Some(d) => format!("idle timeout {}", format_duration(d)),
+            None => "the default idle timeout".to_string(),
+        };
+        let per_connection = match p.max_requests_per_connection {
+            Some(n) => format!(", at most {n} requests per connection"),
+            None => String::new(),
+        };
+        out.push(format!("connection reuse: {idle}{per_connection}"));
+    }
     if let Some(o) = &p.outlier {
         out.push(format!(
             "outlier detection: eject after {} consecutive 5xx / {} gateway errors, for {} times the ejections, at most {}% of endpoints",

@@ -110,21 +110,22 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                         idle_timeout |= tcp.idle_timeout.is_some();
                     }
                     if let Some(http) = &pool.http {
-                        pool_extras |= http.max_requests_per_connection.is_some()
-                            || http.max_retries.is_some()
-                            || http.h2_upgrade_policy.is_some();
-                        idle_timeout |= http.idle_timeout.is_some();
+                        pool_extras |=
+                            http.max_retries.is_some() || http.h2_upgrade_policy.is_some();
+                        idle_timeout |= http.idle_timeout.is_some()
+                            || http.max_requests_per_connection.is_some();
                     }
                 }
                 check(
                     "connectionPool (timeouts, keepalives and per-connection limits)",
                     pool_extras,
                 );
-                // `http.idleTimeout` (else `tcp.idleTimeout`) is enforced on plain-text
-                // upstream connections (meshbox-proxy pool.rs); TLS origination keeps its
-                // client's minute.
+                // `http.idleTimeout` (else `tcp.idleTimeout`) and
+                // `http.maxRequestsPerConnection` are enforced on plain-text upstream
+                // connections (meshbox-proxy pool.rs); TLS origination keeps its client's
+                // minute and no request limit.
                 check(
-                    "connectionPool.http.idleTimeout or tcp.idleTimeout with TLS origination (those connections keep a 60 s idle timeout)",
+                    "connectionPool.http.idleTimeout, tcp.idleTimeout or http.maxRequestsPerConnection with TLS origination (those connections keep a 60 s idle timeout and no request limit)",
                     idle_timeout && (originates || dr_originates),
                 );
             }
@@ -201,7 +202,7 @@ mod tests {
         let with_tls = notes(&rule("      tls:\n        mode: SIMPLE\n"));
         assert_eq!(with_tls.len(), 1, "{with_tls:?}");
         assert!(
-            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout or tcp.idleTimeout with TLS origination"),
+            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout, tcp.idleTimeout or http.maxRequestsPerConnection with TLS origination"),
             "{with_tls:?}"
         );
     }

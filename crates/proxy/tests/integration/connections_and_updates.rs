@@ -316,3 +316,38 @@ async fn a_destination_rule_idle_timeout_closes_the_clusters_idle_connections() 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// DestinationRule `connectionPool.http.maxRequestsPerConnection` (Istio sets it as
+/// the cluster's `common_http_protocol_options.max_requests_per_connection`, pilot's
+/// `applyConnectionPool`): with 2, the app sees its connection closed after every
+/// second request through the sidecar; 1 turns keep-alive off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_closes_connections_after_that_many_requests() {
+    for (limit, requests, closes) in [(2, 4, 2), (1, 3, 3)] {
+        let (app, closed) = app_counting_closes().await;
+        let yaml = with_rule(&format!(
+            "    connectionPool:\n      http:\n        maxRequestsPerConnection: {limit}\n"
+        ));
+        let pods = [bare_pod("svc-1", "svc", 8080, app)];
+        let client = sidecar(
+            sidecar_tables(&store(&yaml), &registry_only(), &pods),
+            Vec::new(),
+            5,
+        )
+        .await;
+        for _ in 0..requests {
+            let reply = send(client.addr, get("http://svc/", "svc")).await;
+            assert_eq!(reply.status, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while closed.load(Ordering::SeqCst) < closes {
+            assert!(
+                Instant::now() < deadline,
+                "limit {limit}: {} of {closes} connections closed after {requests} requests",
+                closed.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), closes, "limit {limit}");
+    }
+}
