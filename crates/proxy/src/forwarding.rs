@@ -232,7 +232,7 @@ impl Proxy {
                         from,
                         endpoint,
                         per_try,
-                        crate::pool::Reuse::of(&cluster.policy),
+                        crate::pool::ConnPolicy::of(&cluster.policy),
                     )
                     .await;
                 drop(active);

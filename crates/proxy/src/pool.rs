@@ -53,11 +53,19 @@ use crate::sharded::CopyOnWriteMap;
 /// connections to endpoints that are gone do not wait an hour to close.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How a cluster's upstream connections are reused (its DestinationRule's
-/// `connectionPool.http`, which Istio sets as the cluster's
+/// Istio's connect timeout for a cluster whose DestinationRule sets none
+/// (`meshConfig.connectTimeout`, 10 s by default).
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a cluster's upstream connections are opened and reused (its DestinationRule's
+/// `connectionPool`: Istio sets `tcp.connectTimeout` as the cluster's
+/// `connect_timeout`, and the idle timeout and request limit as its
 /// `common_http_protocol_options`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Reuse {
+pub(crate) struct ConnPolicy {
+    /// How long opening a connection may take (`tcp.connectTimeout`, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub(crate) connect_timeout: Duration,
     /// How long a connection may stay idle (`idleTimeout`, else [`IDLE_TIMEOUT`]).
     pub(crate) idle_timeout: Duration,
     /// How many requests a connection serves before it closes
@@ -65,19 +73,21 @@ pub(crate) struct Reuse {
     pub(crate) max_requests: u32,
 }
 
-impl Reuse {
-    /// The reuse a cluster's policy asks for.
-    pub(crate) fn of(policy: &meshbox_routing::cluster_policy::ClusterPolicy) -> Reuse {
-        Reuse {
+impl ConnPolicy {
+    /// What a cluster's DestinationRule asks for.
+    pub(crate) fn of(policy: &meshbox_routing::cluster_policy::ClusterPolicy) -> ConnPolicy {
+        ConnPolicy {
+            connect_timeout: policy.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: policy.idle_timeout.unwrap_or(IDLE_TIMEOUT),
             max_requests: policy.max_requests_per_connection.unwrap_or(u32::MAX),
         }
     }
 }
 
-impl Default for Reuse {
-    fn default() -> Reuse {
-        Reuse {
+impl Default for ConnPolicy {
+    fn default() -> ConnPolicy {
+        ConnPolicy {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_requests: u32::MAX,
         }
@@ -126,7 +136,6 @@ impl UpstreamError {
 pub(crate) struct UpstreamPool {
     /// By endpoint and worker thread; read without a lock.
     endpoints: CopyOnWriteMap<(SocketAddr, usize), Arc<EndpointConnections>>,
-    connect_timeout: Duration,
 }
 
 /// The idle connections to one endpoint, most recently used last.
@@ -161,8 +170,8 @@ impl<C> Idle<C> {
 /// `idle` (dropping the oldest ones whose timeout has passed), unless it has served as
 /// many as its cluster allows (it closes, as Envoy closes a connection at
 /// `max_requests_per_connection`) or [`MAX_IDLE_PER_ENDPOINT`] are kept already.
-fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, reuse: Reuse, served: u32) {
-    if served >= reuse.max_requests {
+fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, policy: ConnPolicy, served: u32) {
+    if served >= policy.max_requests {
         return;
     }
     if let Ok(mut idle) = idle.lock() {
@@ -172,7 +181,7 @@ fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, reuse: Reuse, served: u32) 
             idle.push(Idle {
                 conn,
                 since: now,
-                timeout: reuse.idle_timeout,
+                timeout: policy.idle_timeout,
                 served,
             });
         }
@@ -230,7 +239,7 @@ pub(crate) struct Lease {
     /// Set once the request body has been sent whole; `None`: the request had none.
     request_sent: Option<Arc<AtomicBool>>,
     /// How the cluster whose request this is reuses connections.
-    reuse: Reuse,
+    policy: ConnPolicy,
     /// Requests the connection has served, this one included.
     served: u32,
 }
@@ -253,18 +262,17 @@ impl Lease {
         keep_idle(
             &self.endpoint.idle,
             (self.sender, self.local),
-            self.reuse,
+            self.policy,
             self.served,
         );
     }
 }
 
 impl UpstreamPool {
-    /// An empty pool; new connections give up after `connect_timeout`.
-    pub(crate) fn new(connect_timeout: Duration) -> UpstreamPool {
+    /// An empty pool.
+    pub(crate) fn new() -> UpstreamPool {
         UpstreamPool {
             endpoints: CopyOnWriteMap::default(),
-            connect_timeout,
         }
     }
 
@@ -297,22 +305,22 @@ impl UpstreamPool {
     /// pooled connection, or a new one; returns the response, whose body hands the
     /// connection back when it ends, and the local address of the connection. The head
     /// of a request without a body is written from `parts` as they are; a request with
-    /// a body gets a copy of them. The connection is given back (or closed) as the
-    /// cluster's `reuse` says.
+    /// a body gets a copy of them. The connection is opened, given back or closed as
+    /// the cluster's `policy` says.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         parts: &http::request::Parts,
         body: ProxyBody,
-        reuse: Reuse,
+        policy: ConnPolicy,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let endpoint = self.endpoint(addr);
         if body.is_end_stream() {
-            return self.send_bodiless(addr, endpoint, parts, reuse).await;
+            return self.send_bodiless(addr, endpoint, parts, policy).await;
         }
         // Boxed: the rarer case, kept out of the state of every request without a body.
         let req = crate::proxy::copy_request(parts, body);
-        let send = Box::pin(self.send_with_body(addr, endpoint, req, reuse));
+        let send = Box::pin(self.send_with_body(addr, endpoint, req, policy));
         send.await
     }
 
@@ -322,7 +330,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         parts: &http::request::Parts,
-        reuse: Reuse,
+        policy: ConnPolicy,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         loop {
             let reused = endpoint.plain.lock().ok().and_then(|mut idle| idle.pop());
@@ -333,7 +341,7 @@ impl UpstreamPool {
             let local = idle.conn.local();
             match idle.conn.exchange(parts).await {
                 Ok(resp) => {
-                    let lent = lend_plain(resp, endpoint, reuse, idle.served + 1);
+                    let lent = lend_plain(resp, endpoint, policy, idle.served + 1);
                     return Ok((lent, local));
                 }
                 // Closed by the upstream as it was reused, before a byte of an answer:
@@ -344,11 +352,11 @@ impl UpstreamPool {
             }
         }
         // Boxed: a new connection is the rare case, kept out of every request's state.
-        let connect = Box::pin(H1Connection::connect(addr, self.connect_timeout));
+        let connect = Box::pin(H1Connection::connect(addr, policy.connect_timeout));
         let conn = connect.await.map_err(UpstreamError::Connect)?;
         let local = conn.local();
         match conn.exchange(parts).await {
-            Ok(resp) => Ok((lend_plain(resp, endpoint, reuse, 1), local)),
+            Ok(resp) => Ok((lend_plain(resp, endpoint, policy, 1), local)),
             Err(e) => Err(UpstreamError::Plain(e)),
         }
     }
@@ -359,7 +367,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         endpoint: Arc<EndpointConnections>,
         mut req: Request<ProxyBody>,
-        reuse: Reuse,
+        policy: ConnPolicy,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         // The request says when its body has been sent whole (see `Lease`).
         let sent = Arc::new(AtomicBool::new(false));
@@ -383,7 +391,7 @@ impl UpstreamPool {
                         sender,
                         local,
                         request_sent,
-                        reuse,
+                        policy,
                         served,
                     };
                     return Ok(lend(resp, lease));
@@ -395,7 +403,7 @@ impl UpstreamPool {
                 },
             }
         }
-        let (mut sender, local) = self.connect(addr).await?;
+        let (mut sender, local) = self.connect(addr, policy.connect_timeout).await?;
         match sender.send_request(req).await {
             Ok(resp) => {
                 let lease = Lease {
@@ -403,7 +411,7 @@ impl UpstreamPool {
                     sender,
                     local,
                     request_sent,
-                    reuse,
+                    policy,
                     served: 1,
                 };
                 Ok(lend(resp, lease))
@@ -415,18 +423,18 @@ impl UpstreamPool {
     async fn connect(
         &self,
         addr: SocketAddr,
+        connect_timeout: Duration,
     ) -> Result<(SendRequest<ProxyBody>, SocketAddr), UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-                Err(_) => {
-                    return Err(UpstreamError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connection timed out",
-                    )))
-                }
-            };
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_) => {
+                return Err(UpstreamError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection timed out",
+                )))
+            }
+        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().map_err(UpstreamError::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -455,32 +463,37 @@ fn lend(resp: Response<Incoming>, lease: Lease) -> (Response<ProxyBody>, SocketA
 fn lend_plain(
     resp: Response<H1Body>,
     endpoint: Arc<EndpointConnections>,
-    reuse: Reuse,
+    policy: ConnPolicy,
     served: u32,
 ) -> Response<ProxyBody> {
     resp.map(|inner| {
         let mut body = Watched {
             inner,
-            state: (endpoint, reuse, served),
-            watch: |body, (endpoint, reuse, served), seen| {
+            state: (endpoint, policy, served),
+            watch: |body, (endpoint, policy, served), seen| {
                 if seen != Seen::Pending {
-                    give_back_plain(body, endpoint, *reuse, *served);
+                    give_back_plain(body, endpoint, *policy, *served);
                 }
             },
         };
         // A response without a body (204, 304, HEAD) frees the connection at once.
-        let (endpoint, reuse, served) = &body.state;
-        give_back_plain(&mut body.inner, endpoint, *reuse, *served);
+        let (endpoint, policy, served) = &body.state;
+        give_back_plain(&mut body.inner, endpoint, *policy, *served);
         body.map_err(BoxError::from).boxed()
     })
 }
 
 /// Puts the connection of a body that has ended back with its endpoint.
-fn give_back_plain(body: &mut H1Body, endpoint: &EndpointConnections, reuse: Reuse, served: u32) {
+fn give_back_plain(
+    body: &mut H1Body,
+    endpoint: &EndpointConnections,
+    policy: ConnPolicy,
+    served: u32,
+) {
     let Some(conn) = body.take_reusable() else {
         return;
     };
-    keep_idle(&endpoint.plain, conn, reuse, served);
+    keep_idle(&endpoint.plain, conn, policy, served);
 }
 
 /// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.
@@ -553,7 +566,7 @@ fn sent_body(body: ProxyBody, sent: Arc<AtomicBool>) -> Watched<ProxyBody, Arc<A
 
 /// A response body from one of hyper's pooled connections: the connection goes back
 /// to its endpoint's pool when the body has been read to its end. A body dropped
-/// before its end takes the connection with it (HTTP/1.1 cannot reuse it mid-message).
+/// before its end takes the connection with it (HTTP/1.1 cannot policy it mid-message).
 type PooledBody = Watched<Incoming, Option<Lease>>;
 
 fn pooled_body(inner: Incoming, lease: Lease) -> PooledBody {
@@ -658,36 +671,36 @@ mod tests {
         addr: SocketAddr,
         req: Request<ProxyBody>,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
-        send_reusing(pool, addr, req, Reuse::default()).await
+        send_reusing(pool, addr, req, ConnPolicy::default()).await
     }
 
-    /// The same for a cluster that reuses its connections as `reuse` says.
+    /// The same for a cluster that reuses its connections as `policy` says.
     async fn send_reusing(
         pool: &UpstreamPool,
         addr: SocketAddr,
         req: Request<ProxyBody>,
-        reuse: Reuse,
+        policy: ConnPolicy,
     ) -> Result<(Response<ProxyBody>, SocketAddr), UpstreamError> {
         let (parts, body) = req.into_parts();
-        pool.send(addr, &parts, body, reuse).await
+        pool.send(addr, &parts, body, policy).await
     }
 
-    /// Sends `req` as a request of a cluster with `reuse` and checks the answer.
+    /// Sends `req` as a request of a cluster with `policy` and checks the answer.
     async fn answered(
         pool: &UpstreamPool,
         addr: SocketAddr,
         req: Request<ProxyBody>,
-        reuse: Reuse,
+        policy: ConnPolicy,
     ) {
-        let (resp, _) = send_reusing(pool, addr, req, reuse).await.expect("answer");
+        let (resp, _) = send_reusing(pool, addr, req, policy).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
     }
 
     /// A cluster whose connections may stay idle `idle_timeout`.
-    fn idle_for(idle_timeout: Duration) -> Reuse {
-        Reuse {
+    fn idle_for(idle_timeout: Duration) -> ConnPolicy {
+        ConnPolicy {
             idle_timeout,
-            ..Reuse::default()
+            ..ConnPolicy::default()
         }
     }
 
@@ -698,7 +711,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let (addr, accepted) = upstream(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         for _ in 0..5 {
             let (resp, _) = send(&pool, addr, get()).await.expect("answer");
             assert_eq!(body_of(resp).await, "ok");
@@ -709,7 +722,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_an_error() {
         let (addr, accepted) = upstream(true).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         for _ in 0..3 {
             let (resp, _) = send(&pool, addr, get()).await.expect("answer");
             assert_eq!(body_of(resp).await, "ok");
@@ -723,7 +736,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
         let (addr, accepted) = upstream(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         drop(resp);
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
@@ -780,7 +793,7 @@ mod tests {
                 let _ = tx.send(Bytes::from(piece)).await;
             }
         });
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (resp, _) = send(&pool, addr, post(Trickle(rx))).await.expect("answer");
         assert_eq!(body_of(resp).await, "11");
         // The upstream serves one connection only: the second request with a body
@@ -802,7 +815,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_still_sending_a_body_is_not_lent_again() {
         let (addr, accepted) = upstream(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(Bytes::from("start")).await.expect("send");
         let (resp, _) = send(&pool, addr, post(Trickle(rx))).await.expect("answer");
@@ -820,7 +833,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let Err(err) = send(&pool, addr, get()).await else {
             panic!("nothing listens at {addr}, yet an answer came");
         };
@@ -866,7 +879,7 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_closes_connections_idle_too_long_and_forgets_their_endpoint() {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         let (resp, _) = send(&pool, addr, post_bytes("x")).await.expect("answer");
@@ -898,11 +911,11 @@ mod tests {
     /// DestinationRule `connectionPool.http.idleTimeout` (Envoy's cluster
     /// `common_http_protocol_options.idle_timeout`): each connection keeps the timeout of
     /// the cluster whose request gave it back. A sweep past the short timeout closes
-    /// those connections only; a request after it does not reuse one.
+    /// those connections only; a request after it does not policy one.
     #[tokio::test]
     async fn each_connection_keeps_its_clusters_idle_timeout() {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let short = Duration::from_secs(2);
         // Two connections of a cluster with a 2 s timeout, one of each kind.
         answered(&pool, addr, get(), idle_for(short)).await;
@@ -920,7 +933,7 @@ mod tests {
         until_count(&closed, 2, "connections the upstream saw closed").await;
 
         // A connection of the default cluster outlives the short timeout.
-        answered(&pool, addr, get(), Reuse::default()).await;
+        answered(&pool, addr, get(), ConnPolicy::default()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         assert_eq!(pool.sweep(Instant::now() + short * 2), Swept::default());
     }
@@ -932,10 +945,10 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closes_after_its_clusters_max_requests() {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
-        let two = Reuse {
+        let pool = UpstreamPool::new();
+        let two = ConnPolicy {
             max_requests: 2,
-            ..Reuse::default()
+            ..ConnPolicy::default()
         };
         answered(&pool, addr, get(), two).await;
         answered(&pool, addr, get(), two).await;
@@ -946,9 +959,9 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
         until_count(&closed, 2, "closed after its second request").await;
 
-        let one = Reuse {
+        let one = ConnPolicy {
             max_requests: 1,
-            ..Reuse::default()
+            ..ConnPolicy::default()
         };
         for n in 3..6 {
             answered(&pool, addr, get(), one).await;
@@ -961,7 +974,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_past_its_idle_timeout_is_not_lent_again() {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let short = Duration::from_millis(50);
         answered(&pool, addr, get(), idle_for(short)).await;
         // The time the timeout is about, on the real clock the pool reads.
@@ -976,7 +989,7 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_keeps_an_endpoint_whose_connection_is_lent() {
         let (addr, _, closed) = upstream_counting_closes(false).await;
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
         assert_eq!(pool.sweep(later), Swept::default());
@@ -1013,7 +1026,7 @@ mod tests {
             stream.write_all(answer).await.expect("write");
             let _ = closing.await;
         });
-        let pool = UpstreamPool::new(Duration::from_secs(5));
+        let pool = UpstreamPool::new();
         let (resp, _) = send(&pool, addr, get()).await.expect("answer");
         assert_eq!(body_of(resp).await, "ok");
         // Idle and open: kept.

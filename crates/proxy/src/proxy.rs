@@ -112,9 +112,6 @@ pub struct Proxy {
     tables_changed: Arc<tokio::sync::Notify>,
 }
 
-/// How long a connection to an upstream may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Headers that are about one hop and are not forwarded (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
@@ -230,7 +227,7 @@ impl Proxy {
     pub fn new(settings: ProxySettings, tables: ProxyTables) -> Arc<Proxy> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(crate::pool::DEFAULT_CONNECT_TIMEOUT));
         let client = pooled_client(connector);
         let tls = crate::tls::TlsClients::new();
         let tls_client = pooled_client(tls.connector());
@@ -245,7 +242,7 @@ impl Proxy {
             )),
             clock: Clock::new(),
             tables: ArcSwap::from_pointee(tables),
-            pool: crate::pool::UpstreamPool::new(CONNECT_TIMEOUT),
+            pool: crate::pool::UpstreamPool::new(),
             client,
             tls,
             tls_client,
@@ -875,7 +872,7 @@ impl Proxy {
             return invalid_path();
         }
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        let reuse = crate::pool::Reuse::default();
+        let reuse = crate::pool::ConnPolicy::default();
         self.forward_prepared(&parts, body, tls, from, endpoint, timeout, reuse)
             .await
     }
@@ -903,7 +900,7 @@ impl Proxy {
         from: Downstream,
         endpoint: SocketAddr,
         timeout: Option<Duration>,
-        reuse: crate::pool::Reuse,
+        reuse: crate::pool::ConnPolicy,
     ) -> Outcome {
         if from.local == endpoint {
             return Outcome::local(

@@ -494,8 +494,10 @@ pub(crate) struct TlsConnector {
     targets: Arc<Mutex<HashMap<String, TlsTarget>>>,
 }
 
-/// How long a connection (TCP and TLS handshake) to an upstream may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection (TCP and TLS handshake) to an upstream may take: the mesh's
+/// connect timeout (a DestinationRule's own is not applied to TLS origination; `apply`
+/// says so).
+const CONNECT_TIMEOUT: Duration = crate::pool::DEFAULT_CONNECT_TIMEOUT;
 
 impl tower_service::Service<Uri> for TlsConnector {
     type Response = TlsConn;

@@ -39,9 +39,6 @@ use crate::sni::{inspect, Inspected};
 /// Istio's name for the cluster that drops traffic (REGISTRY_ONLY).
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
-/// How long a connection to an upstream may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Envoy's `listener_filters_timeout`: how long the proxy waits for a ClientHello.
 const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -242,7 +239,8 @@ impl Proxy {
                             Some("allow_any"),
                         ));
                     }
-                    let (stream, local) = dial(addr)
+                    // The passthrough cluster has the mesh's connect timeout.
+                    let (stream, local) = dial(addr, crate::pool::DEFAULT_CONNECT_TIMEOUT)
                         .await
                         .map_err(|o| (o.with_cluster(PASSTHROUGH_CLUSTER), Some("allow_any")))?;
                     Ok(Upstream {
@@ -309,7 +307,8 @@ impl Proxy {
             }
             Err(outcome) => return Err(outcome),
         };
-        let (stream, local) = dial(endpoint).await?;
+        let connect_timeout = crate::pool::ConnPolicy::of(&cluster.policy).connect_timeout;
+        let (stream, local) = dial(endpoint, connect_timeout).await?;
         Ok((stream, endpoint, local))
     }
 
@@ -575,9 +574,12 @@ fn tcp_entry(log: &TcpLog, cluster: Option<String>, sni: Option<String>) -> Acce
     }
 }
 
-/// Opens a TCP connection, as Envoy's tcp_proxy does: a failure is `UF` with the
-/// reason.
-async fn dial(addr: SocketAddr) -> Result<(TcpStream, Option<SocketAddr>), Outcome> {
+/// Opens a TCP connection within the cluster's `connect_timeout`, as Envoy's tcp_proxy
+/// does: a failure is `UF` with the reason.
+async fn dial(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, Option<SocketAddr>), Outcome> {
     let failure = |reason: String| {
         let mut o = Outcome::local(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -589,7 +591,7 @@ async fn dial(addr: SocketAddr) -> Result<(TcpStream, Option<SocketAddr>), Outco
         o.transport_failure = Some(reason);
         o
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().ok();

@@ -247,6 +247,10 @@ pub struct ClusterPolicy {
     /// `common_http_protocol_options.max_requests_per_connection` when above 0; 1
     /// turns keep-alive off; `None`: no limit).
     pub max_requests_per_connection: Option<u32>,
+    /// `connectionPool.tcp.connectTimeout`: how long opening a connection to an
+    /// endpoint may take (Istio sets it as the cluster's `connect_timeout`; `None`: the
+    /// mesh's, 10 s).
+    pub connect_timeout: Option<Duration>,
 }
 
 impl ClusterPolicy {
@@ -320,6 +324,9 @@ impl ClusterPolicy {
             if let Some(tcp) = &pool.tcp {
                 if let Some(n) = limit(tcp.max_connections) {
                     limits.max_connections = n;
+                }
+                if let Some(d) = tcp.connect_timeout.as_deref().and_then(parse_duration) {
+                    self.connect_timeout = Some(d);
                 }
             }
             // `http.idleTimeout`, else `tcp.idleTimeout` (pilot `applyConnectionPool`:
@@ -423,6 +430,17 @@ mod tests {
         assert_eq!(at("v2"), None);
         assert_eq!(at("v3"), Some(Duration::from_secs(4)), "no pool of its own");
         assert_eq!(ClusterPolicy::from_rule(None, 80, "").idle_timeout, None);
+    }
+
+    /// `tcp.connectTimeout` is the cluster's connect timeout (pilot `applyConnectionPool`).
+    #[test]
+    fn the_connect_timeout_comes_from_the_tcp_pool_settings() {
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 250ms\n");
+        assert_eq!(
+            ClusterPolicy::from_rule(Some(&d), 80, "").connect_timeout,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(ClusterPolicy::from_rule(None, 80, "").connect_timeout, None);
     }
 
     /// `http.maxRequestsPerConnection` above 0 limits a connection's requests (pilot

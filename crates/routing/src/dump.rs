@@ -617,17 +617,20 @@ pub fn describe_cluster_policy(p: &ClusterPolicy) -> Vec<String> {
             l.max_connections, l.max_pending, l.max_requests
         ));
     }
-    if p.idle_timeout.is_some() || p.max_requests_per_connection.is_some() {
-        let idle = match p.idle_timeout {
-            Some(std::time::Duration::MAX) => "no idle timeout".to_string(),
-            Some(d) => format!("idle timeout {}", format_duration(d)),
-            None => "the default idle timeout".to_string(),
-        };
-        let per_connection = match p.max_requests_per_connection {
-            Some(n) => format!(", at most {n} requests per connection"),
-            None => String::new(),
-        };
-        out.push(format!("connection reuse: {idle}{per_connection}"));
+    let mut connections = Vec::new();
+    if let Some(d) = p.connect_timeout {
+        connections.push(format!("connect timeout {}", format_duration(d)));
+    }
+    match p.idle_timeout {
+        Some(std::time::Duration::MAX) => connections.push("no idle timeout".to_string()),
+        Some(d) => connections.push(format!("idle timeout {}", format_duration(d))),
+        None => {}
+    }
+    if let Some(n) = p.max_requests_per_connection {
+        connections.push(format!("at most {n} requests per connection"));
+    }
+    if !connections.is_empty() {
+        out.push(format!("connections: {}", connections.join(", ")));
     }
     if let Some(o) = &p.outlier {
         out.push(format!(
@@ -858,4 +861,32 @@ pub fn render(config: &ProxyConfig, view: View, output: Option<&str>) -> Result<
 /// [`render`] with the view named as on the command line (`routes`, `clusters`, ...).
 pub fn render_as(config: &ProxyConfig, view: &str, output: Option<&str>) -> Result<String, String> {
     render(config, View::parse(view)?, output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// `proxy-config cluster` and `trace` name a cluster's connection settings when its
+    /// DestinationRule sets any.
+    #[test]
+    fn a_clusters_connection_settings_are_put_into_words() {
+        let plain = describe_cluster_policy(&ClusterPolicy::default());
+        assert_eq!(plain, vec!["load balancing: ROUND_ROBIN".to_string()]);
+        let set = ClusterPolicy {
+            connect_timeout: Some(Duration::from_millis(250)),
+            idle_timeout: Some(Duration::MAX),
+            max_requests_per_connection: Some(1),
+            ..ClusterPolicy::default()
+        };
+        let words = describe_cluster_policy(&set);
+        assert!(
+            words.contains(
+                &"connections: connect timeout 250ms, no idle timeout, at most 1 requests per connection"
+                    .to_string()
+            ),
+            "{words:?}"
+        );
+    }
 }

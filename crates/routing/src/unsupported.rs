@@ -103,11 +103,10 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                 let mut idle_timeout = false;
                 for pool in pools {
                     if let Some(tcp) = &pool.tcp {
-                        pool_extras |= tcp.connect_timeout.is_some()
-                            || tcp.tcp_keepalive.is_some()
-                            || tcp.max_connection_duration.is_some();
+                        pool_extras |=
+                            tcp.tcp_keepalive.is_some() || tcp.max_connection_duration.is_some();
                         // Istio's HTTP idle timeout when `http.idleTimeout` is not given.
-                        idle_timeout |= tcp.idle_timeout.is_some();
+                        idle_timeout |= tcp.idle_timeout.is_some() || tcp.connect_timeout.is_some();
                     }
                     if let Some(http) = &pool.http {
                         pool_extras |=
@@ -120,12 +119,11 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     "connectionPool (timeouts, keepalives and per-connection limits)",
                     pool_extras,
                 );
-                // `http.idleTimeout` (else `tcp.idleTimeout`) and
-                // `http.maxRequestsPerConnection` are enforced on plain-text upstream
-                // connections (meshbox-proxy pool.rs); TLS origination keeps its client's
-                // minute and no request limit.
+                // `http.idleTimeout` (else `tcp.idleTimeout`), `http.maxRequestsPerConnection`
+                // and `tcp.connectTimeout` are enforced on plain-text upstream connections
+                // (meshbox-proxy pool.rs, tunnel.rs); TLS origination keeps its client's.
                 check(
-                    "connectionPool.http.idleTimeout, tcp.idleTimeout or http.maxRequestsPerConnection with TLS origination (those connections keep a 60 s idle timeout and no request limit)",
+                    "connectionPool.http.idleTimeout, tcp.idleTimeout, http.maxRequestsPerConnection or tcp.connectTimeout with TLS origination (those connections keep a 60 s idle timeout, no request limit and a 10 s connect timeout)",
                     idle_timeout && (originates || dr_originates),
                 );
             }
@@ -202,7 +200,7 @@ mod tests {
         let with_tls = notes(&rule("      tls:\n        mode: SIMPLE\n"));
         assert_eq!(with_tls.len(), 1, "{with_tls:?}");
         assert!(
-            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout, tcp.idleTimeout or http.maxRequestsPerConnection with TLS origination"),
+            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout, tcp.idleTimeout, http.maxRequestsPerConnection or tcp.connectTimeout with TLS origination"),
             "{with_tls:?}"
         );
     }

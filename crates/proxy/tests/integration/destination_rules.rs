@@ -382,3 +382,52 @@ spec:
         "not the ServiceEntry's endpoint 192.0.2.1"
     );
 }
+
+/// A listener whose accept queue is full (backlog 1, never accepting): the kernel
+/// drops further SYNs, so a connection to it is neither made nor refused. The listener
+/// and the connections that filled its queue are returned to be kept open.
+async fn unanswering_listener() -> (SocketAddr, TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let listener = socket.listen(1).expect("listen");
+    let mut held = Vec::new();
+    // Fill the queue; the connections that get in are kept open.
+    for _ in 0..4 {
+        let attempt = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), attempt).await
+        {
+            held.push(s);
+        }
+    }
+    (addr, listener, held)
+}
+
+/// DestinationRule `connectionPool.tcp.connectTimeout` is the cluster's connect
+/// timeout (pilot `applyConnectionPool`: `cluster.ConnectTimeout`): an endpoint that
+/// does not answer the handshake gives 503 UF once it passes (after Istio's default
+/// retries on connect failure, `UF,URX`), not after the mesh's 10 s. The bound of 5 s
+/// on the wait is twenty times the rule's three tries of 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_timeout_of_the_rule_ends_a_connection_that_is_not_answered() {
+    let (addr, _listener, _held) = unanswering_listener().await;
+    let yaml = with_rule("    connectionPool:\n      tcp:\n        connectTimeout: 250ms\n");
+    let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, addr)]).await;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(sidecar.addr, get("http://svc/", "svc")),
+    )
+    .await
+    .expect("an answer within the rule's connect timeout, not the mesh's 10 s");
+    assert_eq!(reply.status, 503);
+    let line = sidecar.log.only_line().await;
+    assert_eq!(line.response_flags, "UF,URX", "{}", line.raw);
+    assert!(
+        line.upstream_transport_failure_reason.contains("timed out"),
+        "{}",
+        line.raw
+    );
+}
