@@ -71,6 +71,9 @@ pub(crate) struct ConnPolicy {
     /// How many requests a connection serves before it closes
     /// (`maxRequestsPerConnection`; 1 turns keep-alive off; `u32::MAX`: no limit).
     pub(crate) max_requests: u32,
+    /// How long after it opened a connection is closed once idle
+    /// (`tcp.maxConnectionDuration`; `None`: no limit).
+    pub(crate) max_duration: Option<Duration>,
 }
 
 impl ConnPolicy {
@@ -80,6 +83,7 @@ impl ConnPolicy {
             connect_timeout: policy.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: policy.idle_timeout.unwrap_or(IDLE_TIMEOUT),
             max_requests: policy.max_requests_per_connection.unwrap_or(u32::MAX),
+            max_duration: policy.max_connection_duration,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Default for ConnPolicy {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_requests: u32::MAX,
+            max_duration: None,
         }
     }
 }
@@ -152,37 +157,74 @@ struct EndpointConnections {
 type HyperConnection = (SendRequest<ProxyBody>, SocketAddr);
 
 /// An idle connection, since when it is idle, how long it may stay so (its cluster's
-/// idle timeout), and how many requests it has served.
+/// idle timeout), when its cluster's maximum connection duration retires it, and its
+/// [`Usage`].
 struct Idle<C> {
     conn: C,
     since: Instant,
     timeout: Duration,
-    served: u32,
+    retire_at: Option<Instant>,
+    usage: Usage,
 }
 
 impl<C> Idle<C> {
     fn expired(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.since) > self.timeout
+            || self.retire_at.is_some_and(|at| now >= at)
     }
 }
 
-/// Puts `conn`, which has served `served` requests, with the idle connections of
-/// `idle` (dropping the oldest ones whose timeout has passed), unless it has served as
-/// many as its cluster allows (it closes, as Envoy closes a connection at
-/// `max_requests_per_connection`) or [`MAX_IDLE_PER_ENDPOINT`] are kept already.
-fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, policy: ConnPolicy, served: u32) {
-    if served >= policy.max_requests {
+/// What a connection has been used for so far: when it opened, and how many requests
+/// it has served (the one in flight included while it is lent).
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    opened: Instant,
+    served: u32,
+}
+
+impl Usage {
+    /// A connection opened now for its first request.
+    fn first() -> Usage {
+        Usage {
+            opened: Instant::now(),
+            served: 1,
+        }
+    }
+
+    /// The same connection lent for one more request.
+    fn next(self) -> Usage {
+        Usage {
+            served: self.served.saturating_add(1),
+            ..self
+        }
+    }
+}
+
+/// Puts `conn`, used as `usage` says, with the idle connections of `idle` (dropping
+/// the oldest ones whose timeout has passed), unless its cluster's policy retires it
+/// (it closes, as Envoy closes a connection that reached `max_requests_per_connection`
+/// or, once idle, `max_connection_duration`) or [`MAX_IDLE_PER_ENDPOINT`] are kept
+/// already.
+fn keep_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C, policy: ConnPolicy, usage: Usage) {
+    if usage.served >= policy.max_requests {
+        return;
+    }
+    let now = Instant::now();
+    let retire_at = policy
+        .max_duration
+        .and_then(|d| usage.opened.checked_add(d));
+    if retire_at.is_some_and(|at| now >= at) {
         return;
     }
     if let Ok(mut idle) = idle.lock() {
-        let now = Instant::now();
         drop_stale(&mut idle, now);
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(Idle {
                 conn,
                 since: now,
                 timeout: policy.idle_timeout,
-                served,
+                retire_at,
+                usage,
             });
         }
     }
@@ -240,8 +282,8 @@ pub(crate) struct Lease {
     request_sent: Option<Arc<AtomicBool>>,
     /// How the cluster whose request this is reuses connections.
     policy: ConnPolicy,
-    /// Requests the connection has served, this one included.
-    served: u32,
+    /// What the connection has been used for, this request included.
+    usage: Usage,
 }
 
 impl Lease {
@@ -263,7 +305,7 @@ impl Lease {
             &self.endpoint.idle,
             (self.sender, self.local),
             self.policy,
-            self.served,
+            self.usage,
         );
     }
 }
@@ -341,7 +383,7 @@ impl UpstreamPool {
             let local = idle.conn.local();
             match idle.conn.exchange(parts).await {
                 Ok(resp) => {
-                    let lent = lend_plain(resp, endpoint, policy, idle.served + 1);
+                    let lent = lend_plain(resp, endpoint, policy, idle.usage.next());
                     return Ok((lent, local));
                 }
                 // Closed by the upstream as it was reused, before a byte of an answer:
@@ -352,11 +394,12 @@ impl UpstreamPool {
             }
         }
         // Boxed: a new connection is the rare case, kept out of every request's state.
+        let usage = Usage::first();
         let connect = Box::pin(H1Connection::connect(addr, policy.connect_timeout));
         let conn = connect.await.map_err(UpstreamError::Connect)?;
         let local = conn.local();
         match conn.exchange(parts).await {
-            Ok(resp) => Ok((lend_plain(resp, endpoint, policy, 1), local)),
+            Ok(resp) => Ok((lend_plain(resp, endpoint, policy, usage), local)),
             Err(e) => Err(UpstreamError::Plain(e)),
         }
     }
@@ -379,7 +422,7 @@ impl UpstreamPool {
                 break;
             };
             let expired = idle.expired(Instant::now());
-            let served = idle.served + 1;
+            let usage = idle.usage.next();
             let (mut sender, local) = idle.conn;
             if expired || sender.ready().await.is_err() {
                 continue;
@@ -392,7 +435,7 @@ impl UpstreamPool {
                         local,
                         request_sent,
                         policy,
-                        served,
+                        usage,
                     };
                     return Ok(lend(resp, lease));
                 }
@@ -403,6 +446,7 @@ impl UpstreamPool {
                 },
             }
         }
+        let usage = Usage::first();
         let (mut sender, local) = self.connect(addr, policy.connect_timeout).await?;
         match sender.send_request(req).await {
             Ok(resp) => {
@@ -412,7 +456,7 @@ impl UpstreamPool {
                     local,
                     request_sent,
                     policy,
-                    served: 1,
+                    usage,
                 };
                 Ok(lend(resp, lease))
             }
@@ -459,26 +503,26 @@ fn lend(resp: Response<Incoming>, lease: Lease) -> (Response<ProxyBody>, SocketA
 
 /// The response of a bodiless request, whose body puts the connection back in the
 /// endpoint's pool when it ends.
-/// `served`: the requests the connection has served, this one included.
+/// `usage`: what the connection has been used for, this request included.
 fn lend_plain(
     resp: Response<H1Body>,
     endpoint: Arc<EndpointConnections>,
     policy: ConnPolicy,
-    served: u32,
+    usage: Usage,
 ) -> Response<ProxyBody> {
     resp.map(|inner| {
         let mut body = Watched {
             inner,
-            state: (endpoint, policy, served),
-            watch: |body, (endpoint, policy, served), seen| {
+            state: (endpoint, policy, usage),
+            watch: |body, (endpoint, policy, usage), seen| {
                 if seen != Seen::Pending {
-                    give_back_plain(body, endpoint, *policy, *served);
+                    give_back_plain(body, endpoint, *policy, *usage);
                 }
             },
         };
         // A response without a body (204, 304, HEAD) frees the connection at once.
-        let (endpoint, policy, served) = &body.state;
-        give_back_plain(&mut body.inner, endpoint, *policy, *served);
+        let (endpoint, policy, usage) = &body.state;
+        give_back_plain(&mut body.inner, endpoint, *policy, *usage);
         body.map_err(BoxError::from).boxed()
     })
 }
@@ -488,12 +532,12 @@ fn give_back_plain(
     body: &mut H1Body,
     endpoint: &EndpointConnections,
     policy: ConnPolicy,
-    served: u32,
+    usage: Usage,
 ) {
     let Some(conn) = body.take_reusable() else {
         return;
     };
-    keep_idle(&endpoint.plain, conn, policy, served);
+    keep_idle(&endpoint.plain, conn, policy, usage);
 }
 
 /// What a poll of a body gave, as far as a [`Watched`] body's watcher cares.
@@ -967,6 +1011,54 @@ mod tests {
             answered(&pool, addr, get(), one).await;
             assert_eq!(accepted.load(Ordering::SeqCst), n, "no keep-alive");
         }
+    }
+
+    /// DestinationRule `connectionPool.tcp.maxConnectionDuration` (Envoy's
+    /// `max_connection_duration`): a connection older than that is not lent again (a
+    /// new one is opened) and the sweep closes it while idle.
+    #[tokio::test]
+    async fn a_connection_past_its_maximum_duration_is_retired() {
+        let (addr, accepted, closed) = upstream_counting_closes(false).await;
+        let pool = UpstreamPool::new();
+        let short = ConnPolicy {
+            max_duration: Some(Duration::from_millis(300)),
+            ..ConnPolicy::default()
+        };
+        answered(&pool, addr, get(), short).await;
+        answered(&pool, addr, get(), short).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while young");
+        // The time the limit is about, on the real clock the pool reads.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        answered(&pool, addr, get(), short).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+        until_count(&closed, 1, "the retired connection closed").await;
+        let later = Instant::now() + Duration::from_millis(400);
+        assert_eq!(pool.sweep(later).closed, 1, "the sweep retires the second");
+        until_count(&closed, 2, "the second connection closed").await;
+    }
+
+    /// A connection given back after its maximum duration, or at its request limit, is
+    /// closed rather than kept.
+    #[test]
+    fn a_connection_at_its_limits_is_not_kept_idle() {
+        let idle: Mutex<Vec<Idle<()>>> = Mutex::default();
+        let policy = ConnPolicy {
+            max_duration: Some(Duration::from_secs(5)),
+            max_requests: 3,
+            ..ConnPolicy::default()
+        };
+        let young = Usage::first();
+        keep_idle(&idle, (), policy, young);
+        let old = Usage {
+            opened: Instant::now()
+                .checked_sub(Duration::from_secs(6))
+                .expect("a monotonic clock more than 6 s old"),
+            served: 1,
+        };
+        keep_idle(&idle, (), policy, old);
+        let worn = Usage { served: 3, ..young };
+        keep_idle(&idle, (), policy, worn);
+        assert_eq!(idle.lock().expect("idle").len(), 1, "only the young one");
     }
 
     /// A connection whose idle timeout has passed is closed, not lent, when the next

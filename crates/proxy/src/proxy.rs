@@ -311,7 +311,8 @@ impl Proxy {
             .load()
             .clusters
             .values()
-            .filter_map(|c| c.policy.idle_timeout)
+            .flat_map(|c| [c.policy.idle_timeout, c.policy.max_connection_duration])
+            .flatten()
             .fold(crate::pool::IDLE_TIMEOUT, Duration::min);
         (shortest / 2).max(Duration::from_millis(50))
     }

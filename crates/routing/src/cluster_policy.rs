@@ -251,6 +251,10 @@ pub struct ClusterPolicy {
     /// endpoint may take (Istio sets it as the cluster's `connect_timeout`; `None`: the
     /// mesh's, 10 s).
     pub connect_timeout: Option<Duration>,
+    /// `connectionPool.tcp.maxConnectionDuration`: how long after it opened an upstream
+    /// connection is closed, once no request is on it (Istio sets it as the cluster's
+    /// `common_http_protocol_options.max_connection_duration`; `None`: no limit).
+    pub max_connection_duration: Option<Duration>,
 }
 
 impl ClusterPolicy {
@@ -327,6 +331,14 @@ impl ClusterPolicy {
                 }
                 if let Some(d) = tcp.connect_timeout.as_deref().and_then(parse_duration) {
                     self.connect_timeout = Some(d);
+                }
+                if let Some(d) = tcp
+                    .max_connection_duration
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .filter(|d| !d.is_zero())
+                {
+                    self.max_connection_duration = Some(d);
                 }
             }
             // `http.idleTimeout`, else `tcp.idleTimeout` (pilot `applyConnectionPool`:
@@ -441,6 +453,11 @@ mod tests {
             Some(Duration::from_millis(250))
         );
         assert_eq!(ClusterPolicy::from_rule(None, 80, "").connect_timeout, None);
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnectionDuration: 30s\n");
+        assert_eq!(
+            ClusterPolicy::from_rule(Some(&d), 80, "").max_connection_duration,
+            Some(Duration::from_secs(30))
+        );
     }
 
     /// `http.maxRequestsPerConnection` above 0 limits a connection's requests (pilot

@@ -629,6 +629,9 @@ pub fn describe_cluster_policy(p: &ClusterPolicy) -> Vec<String> {
     if let Some(n) = p.max_requests_per_connection {
         connections.push(format!("at most {n} requests per connection"));
     }
+    if let Some(d) = p.max_connection_duration {
+        connections.push(format!("closed {} after opening", format_duration(d)));
+    }
     if !connections.is_empty() {
         out.push(format!("connections: {}", connections.join(", ")));
     }

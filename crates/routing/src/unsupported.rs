@@ -103,10 +103,12 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                 let mut idle_timeout = false;
                 for pool in pools {
                     if let Some(tcp) = &pool.tcp {
-                        pool_extras |=
-                            tcp.tcp_keepalive.is_some() || tcp.max_connection_duration.is_some();
-                        // Istio's HTTP idle timeout when `http.idleTimeout` is not given.
-                        idle_timeout |= tcp.idle_timeout.is_some() || tcp.connect_timeout.is_some();
+                        pool_extras |= tcp.tcp_keepalive.is_some();
+                        // (`tcp.idleTimeout` is Istio's HTTP idle timeout when
+                        // `http.idleTimeout` is not given.)
+                        idle_timeout |= tcp.idle_timeout.is_some()
+                            || tcp.connect_timeout.is_some()
+                            || tcp.max_connection_duration.is_some();
                     }
                     if let Some(http) = &pool.http {
                         pool_extras |=
@@ -119,11 +121,12 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                     "connectionPool (timeouts, keepalives and per-connection limits)",
                     pool_extras,
                 );
-                // `http.idleTimeout` (else `tcp.idleTimeout`), `http.maxRequestsPerConnection`
-                // and `tcp.connectTimeout` are enforced on plain-text upstream connections
-                // (meshbox-proxy pool.rs, tunnel.rs); TLS origination keeps its client's.
+                // The idle timeouts, `http.maxRequestsPerConnection`, `tcp.connectTimeout`
+                // and `tcp.maxConnectionDuration` are enforced on plain-text upstream
+                // connections (meshbox-proxy pool.rs, tunnel.rs); TLS origination keeps
+                // its client's.
                 check(
-                    "connectionPool.http.idleTimeout, tcp.idleTimeout, http.maxRequestsPerConnection or tcp.connectTimeout with TLS origination (those connections keep a 60 s idle timeout, no request limit and a 10 s connect timeout)",
+                    "connectionPool connection settings (idleTimeout, maxRequestsPerConnection, connectTimeout, maxConnectionDuration) with TLS origination (those connections keep a 60 s idle timeout, a 10 s connect timeout and no limits)",
                     idle_timeout && (originates || dr_originates),
                 );
             }
@@ -200,7 +203,7 @@ mod tests {
         let with_tls = notes(&rule("      tls:\n        mode: SIMPLE\n"));
         assert_eq!(with_tls.len(), 1, "{with_tls:?}");
         assert!(
-            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool.http.idleTimeout, tcp.idleTimeout, http.maxRequestsPerConnection or tcp.connectTimeout with TLS origination"),
+            with_tls[0].contains("spec.subsets[0].trafficPolicy.connectionPool connection settings (idleTimeout, maxRequestsPerConnection, connectTimeout, maxConnectionDuration) with TLS origination"),
             "{with_tls:?}"
         );
     }
