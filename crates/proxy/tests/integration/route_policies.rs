@@ -28,21 +28,6 @@ async fn sidecar_for(yaml: &str, pods: &[WorkloadInstance]) -> Running {
     .await
 }
 
-fn vs(http: &str) -> String {
-    format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-{http}",
-        service_yaml("svc", "svc", 8080)
-    )
-}
-
 /// An upstream that answers `status` to its first `failures` requests, then 200.
 async fn flaky_upstream(failures: usize, status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -46,23 +46,12 @@ async fn service_without_endpoints_is_503_uh_no_healthy_upstream() {
 async fn destination_host_not_in_registry_is_503_nc() {
     let app = echo_upstream("svc").await;
     let pod = pod("svc-1", "svc", 8080, app.addr).await;
-    let yaml = format!(
-        "{}apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-    - route:
+    let yaml = vs("    - route:
         - destination:
             host: not-a-service
             port:
               number: 80
-",
-        service_yaml("svc", "svc", 8080)
-    );
+");
     let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
     let reply = send(sidecar.addr, get("http://svc/", "svc")).await;
     assert_eq!(reply.status, 503);
@@ -174,22 +163,11 @@ async fn route_timeout_against_slow_upstream_is_504_ut() {
     let (hold, mut control) = hold();
     let slow = held_upstream("slow", hold).await;
     let pod = pod("svc-1", "svc", 8080, slow.addr).await;
-    let yaml = format!(
-        "{}apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-    - timeout: 0.2s
+    let yaml = vs("    - timeout: 0.2s
       route:
         - destination:
             host: svc
-",
-        service_yaml("svc", "svc", 8080)
-    );
+");
     let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
     let started = Instant::now();
     // The upstream never answers: only the route timeout can end this request.
@@ -227,22 +205,11 @@ async fn abandoned_request_is_logged_as_dc_by_the_callee_sidecar() {
     let (hold, mut control) = hold();
     let slow = held_upstream("slow", hold).await;
     let pod = pod("svc-1", "svc", 8080, slow.addr).await;
-    let yaml = format!(
-        "{}apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-    - timeout: 0.2s
+    let yaml = vs("    - timeout: 0.2s
       route:
         - destination:
             host: svc
-",
-        service_yaml("svc", "svc", 8080)
-    );
+");
     let sidecar = sidecar_for(&yaml, std::slice::from_ref(&pod.instance)).await;
     let reply = send(sidecar.addr, get("http://svc/abandoned", "svc")).await;
     assert_eq!(control.next_arrival().await, "/abandoned");
@@ -395,22 +362,13 @@ async fn route_timeout_cuts_off_a_response_body_still_coming() {
         .into_iter()
         .enumerate()
     {
-        let yaml = format!(
-            "{}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-    - timeout: 0.3s
+        let yaml = vs(&format!(
+            "    - timeout: 0.3s
 {retries}      route:
         - destination:
             host: svc
-",
-            service_yaml("svc", "svc", 8080)
-        );
+"
+        ));
         let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, up)]).await;
         for (i, request) in GET_AND_POST.into_iter().enumerate() {
             let got = until_closed(sidecar.addr, request).await;
@@ -441,22 +399,11 @@ async fn route_timeout_lets_a_body_complete_in_time_through() {
         Then::Send(b"56789", Duration::from_millis(100)),
     )
     .await;
-    let yaml = format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: svc-vs
-spec:
-  hosts:
-    - svc
-  http:
-    - timeout: 10s
+    let yaml = vs("    - timeout: 10s
       route:
         - destination:
             host: svc
-",
-        service_yaml("svc", "svc", 8080)
-    );
+");
     let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, up)]).await;
     let reply = send(sidecar.addr, get("http://svc/whole", "svc")).await;
     assert_eq!(reply.status, 200);

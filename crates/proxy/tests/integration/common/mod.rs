@@ -113,6 +113,23 @@ spec:
     )
 }
 
+/// Service `svc` (port 80 to 8080) and a VirtualService for it with these `http`
+/// rules (YAML indented as under `http:`).
+pub fn vs(http: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: svc-vs
+spec:
+  hosts:
+    - svc
+  http:
+{http}",
+        service_yaml("svc", "svc", 8080)
+    )
+}
+
 /// The workload whose sidecar sends the test's outbound requests.
 pub fn client_instance() -> WorkloadInstance {
     WorkloadInstance {
