@@ -1021,18 +1021,18 @@ mod tests {
         let (addr, accepted, closed) = upstream_counting_closes(false).await;
         let pool = UpstreamPool::new();
         let short = ConnPolicy {
-            max_duration: Some(Duration::from_millis(300)),
+            max_duration: Some(Duration::from_secs(1)),
             ..ConnPolicy::default()
         };
         answered(&pool, addr, get(), short).await;
         answered(&pool, addr, get(), short).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while young");
         // The time the limit is about, on the real clock the pool reads.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         answered(&pool, addr, get(), short).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
         until_count(&closed, 1, "the retired connection closed").await;
-        let later = Instant::now() + Duration::from_millis(400);
+        let later = Instant::now() + Duration::from_millis(1200);
         assert_eq!(pool.sweep(later).closed, 1, "the sweep retires the second");
         until_count(&closed, 2, "the second connection closed").await;
     }
