@@ -41,6 +41,8 @@ struct Limiter {
 pub(crate) struct ClusterState {
     endpoints: FxHashMap<SocketAddr, Arc<EndpointState>>,
     limiter: Option<Limiter>,
+    /// Retries under way (waiting out their back-off or in flight).
+    retries: Arc<AtomicU32>,
 }
 
 /// All clusters' state for one proxy.
@@ -83,7 +85,15 @@ impl ClusterStates {
                     },
                 }
             });
-            clusters.insert(name.clone(), Arc::new(ClusterState { endpoints, limiter }));
+            let retries = previous.map(|p| p.retries.clone()).unwrap_or_default();
+            clusters.insert(
+                name.clone(),
+                Arc::new(ClusterState {
+                    endpoints,
+                    limiter,
+                    retries,
+                }),
+            );
         }
         ClusterStates { clusters }
     }
@@ -125,7 +135,34 @@ impl Drop for ActiveRequest<'_> {
     }
 }
 
+/// One of a cluster's concurrent retries, given back when dropped.
+pub(crate) struct RetrySlot(Option<Arc<AtomicU32>>);
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl ClusterState {
+    /// Takes one of the cluster's concurrent retries, Envoy's `max_retries` circuit
+    /// breaker (DestinationRule `connectionPool.http.maxRetries`; Istio leaves it
+    /// unlimited, `None`, unless set). `None` back: `max` retries are under way, and
+    /// this one is not made (router `RetryStatus::NoOverflow`: the answer stands, with
+    /// flag `UO`).
+    pub(crate) fn start_retry(&self, max: Option<u32>) -> Option<RetrySlot> {
+        let Some(max) = max else {
+            return Some(RetrySlot(None));
+        };
+        if self.retries.fetch_add(1, Ordering::Relaxed) >= max {
+            self.retries.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetrySlot(Some(self.retries.clone())))
+    }
+
     /// Admits a request under the cluster's limits, waiting in the pending queue when
     /// the connections are busy; `None` is an overflow (503 UO).
     pub(crate) async fn admit(&self) -> Option<Admission> {

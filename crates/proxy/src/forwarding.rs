@@ -196,6 +196,7 @@ impl Proxy {
         // in a local would stay in this function's state beside the awaited copy.
         let attempts = move || async move {
             let mut attempt = 0u32;
+            let mut retry_slot = None;
             loop {
                 let endpoint = match self.endpoint(cluster, &state, hash, host, port).await {
                     Ok(Some(e)) => e,
@@ -259,6 +260,13 @@ impl Proxy {
                     } else {
                         outcome
                     };
+                }
+                // The retry before this one is over (Envoy's `resetRetry`); this one
+                // needs a place under the cluster's `maxRetries`.
+                drop(retry_slot.take());
+                match state.start_retry(cluster.policy.max_retries) {
+                    Some(slot) => retry_slot = Some(slot),
+                    None => return retry_overflow(outcome),
                 }
                 attempt += 1;
                 // Envoy's back-off: a random wait up to base * 2^(n-1).
@@ -506,6 +514,20 @@ fn exhausted(mut outcome: Outcome) -> Outcome {
     }
 }
 
+/// A retry the cluster's `maxRetries` had no room for is not made: the answer stands
+/// with flag `UO` added (router.cc on `RetryStatus::NoOverflow`), in Envoy's flag order
+/// (UT UF UC before UO, UPE after it).
+fn retry_overflow(mut outcome: Outcome) -> Outcome {
+    outcome.flags = match outcome.flags {
+        "UT" => "UT,UO",
+        "UF" => "UF,UO",
+        "UC" => "UC,UO",
+        "UPE" => "UO,UPE",
+        _ => "UO",
+    };
+    outcome
+}
+
 /// `host[:port]` → `host-shadow[:port]`.
 fn shadow_authority(authority: &str) -> String {
     match authority.rsplit_once(':') {
@@ -544,6 +566,33 @@ fn add_cors_headers(headers: &mut http::HeaderMap, cors: &Cors, origin: &str, pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A retry over the cluster's `maxRetries` adds `UO` in Envoy's flag order.
+    #[test]
+    fn a_retry_overflow_adds_uo_in_envoys_order() {
+        let flags = |f: &'static str| {
+            retry_overflow(Outcome::local(StatusCode::SERVICE_UNAVAILABLE, "", f, "x")).flags
+        };
+        assert_eq!(flags("-"), "UO");
+        assert_eq!(flags("UF"), "UF,UO");
+        assert_eq!(flags("UC"), "UC,UO");
+        assert_eq!(flags("UT"), "UT,UO");
+        assert_eq!(flags("UPE"), "UO,UPE");
+    }
+
+    /// A cluster's retry places: at most `max` taken at once, each given back when its
+    /// slot is dropped; no limit without `max`.
+    #[test]
+    fn retry_places_are_limited_and_given_back() {
+        let state = crate::balancer::ClusterState::default();
+        let first = state.start_retry(Some(2));
+        let second = state.start_retry(Some(2));
+        assert!(first.is_some() && second.is_some());
+        assert!(state.start_retry(Some(2)).is_none(), "a third at once");
+        drop(first);
+        assert!(state.start_retry(Some(2)).is_some(), "a place given back");
+        assert!(state.start_retry(None).is_some());
+    }
 
     #[test]
     fn shadow_host_keeps_the_port() {

@@ -255,6 +255,9 @@ pub struct ClusterPolicy {
     /// connection is closed, once no request is on it (Istio sets it as the cluster's
     /// `common_http_protocol_options.max_connection_duration`; `None`: no limit).
     pub max_connection_duration: Option<Duration>,
+    /// `connectionPool.http.maxRetries`: retries to the cluster under way at once
+    /// (Envoy's `max_retries` circuit breaker; `None`: no limit, Istio's default).
+    pub max_retries: Option<u32>,
 }
 
 impl ClusterPolicy {
@@ -355,6 +358,9 @@ impl ClusterPolicy {
             if let Some(http) = &pool.http {
                 if let Some(n) = limit(http.max_requests_per_connection) {
                     self.max_requests_per_connection = Some(n);
+                }
+                if let Some(n) = limit(http.max_retries) {
+                    self.max_retries = Some(n);
                 }
                 if let Some(n) = limit(http.http1_max_pending_requests) {
                     limits.max_pending = n;
@@ -469,6 +475,11 @@ mod tests {
             |subset| ClusterPolicy::from_rule(Some(&d), 80, subset).max_requests_per_connection;
         assert_eq!(at(""), Some(1));
         assert_eq!(at("zero"), None);
+        let d = dr("  host: svc\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: 2\n");
+        assert_eq!(
+            ClusterPolicy::from_rule(Some(&d), 80, "").max_retries,
+            Some(2)
+        );
     }
 
     /// Istio's HTTP idle timeout falls back to `tcp.idleTimeout` (pilot

@@ -635,6 +635,11 @@ pub fn describe_cluster_policy(p: &ClusterPolicy) -> Vec<String> {
     if !connections.is_empty() {
         out.push(format!("connections: {}", connections.join(", ")));
     }
+    if let Some(n) = p.max_retries {
+        out.push(format!(
+            "retries: at most {n} under way at once (beyond: the answer stands, UO)"
+        ));
+    }
     if let Some(o) = &p.outlier {
         out.push(format!(
             "outlier detection: eject after {} consecutive 5xx / {} gateway errors, for {} times the ejections, at most {}% of endpoints",

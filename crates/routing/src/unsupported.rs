@@ -111,14 +111,13 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                             || tcp.max_connection_duration.is_some();
                     }
                     if let Some(http) = &pool.http {
-                        pool_extras |=
-                            http.max_retries.is_some() || http.h2_upgrade_policy.is_some();
+                        pool_extras |= http.h2_upgrade_policy.is_some();
                         idle_timeout |= http.idle_timeout.is_some()
                             || http.max_requests_per_connection.is_some();
                     }
                 }
                 check(
-                    "connectionPool (timeouts, keepalives and per-connection limits)",
+                    "connectionPool (tcp.tcpKeepalive, http.h2UpgradePolicy)",
                     pool_extras,
                 );
                 // The idle timeouts, `http.maxRequestsPerConnection`, `tcp.connectTimeout`

@@ -384,3 +384,120 @@ async fn regex_rewrite_of_the_path() {
         Some("/service/foo/v1/api?x=1")
     );
 }
+
+/// An upstream that answers 503 to every request: at once on `/b`, and on `/a` only
+/// when the test releases it. Reports each `/a` arrival and counts the `/b` requests.
+async fn failing_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<tokio::sync::Semaphore>,
+    Arc<AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let b_count = Arc::new(AtomicUsize::new(0));
+    let (release_up, b_up) = (release.clone(), b_count.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (arrived_tx, release, b_count) =
+                (arrived_tx.clone(), release_up.clone(), b_up.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (arrived_tx, release, b_count) =
+                        (arrived_tx.clone(), release.clone(), b_count.clone());
+                    async move {
+                        if req.uri().path() == "/a" {
+                            let _ = arrived_tx.send(());
+                            if let Ok(permit) = release.acquire().await {
+                                permit.forget();
+                            }
+                        } else {
+                            b_count.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(503)
+                                .body(Full::new(Bytes::from("down")))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, arrived, release, b_count)
+}
+
+/// Waits (with a deadline) for the next `/a` request held by a [`failing_upstream`].
+async fn next_held(arrived: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(20), arrived.recv())
+        .await
+        .expect("an /a request")
+        .expect("upstream running");
+}
+
+/// DestinationRule `connectionPool.http.maxRetries` is Envoy's `max_retries` circuit
+/// breaker: retries to the cluster under way at once. With 1 and request A's retry in
+/// flight (held by the upstream), request B's 503 is not retried: it stands, with flag
+/// `UO` (router.cc on `RetryStatus::NoOverflow`), and the upstream sees B once. Without
+/// the limit B is retried as its route says (`URX` when the tries run out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_retries_limits_the_retries_under_way_at_once() {
+    let route = "    - retries:
+        attempts: 3
+        retryOn: 5xx
+      route:
+        - destination:
+            host: svc
+";
+    for limited in [true, false] {
+        let (addr, mut arrived, release, b_count) = failing_upstream().await;
+        let mut yaml = vs(route);
+        if limited {
+            yaml.push_str(
+                "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc-dr
+spec:
+  host: svc
+  trafficPolicy:
+    connectionPool:
+      http:
+        maxRetries: 1
+",
+            );
+        }
+        let sidecar = sidecar_for(&yaml, &[bare_pod("svc-1", "svc", 8080, addr)]).await;
+        let a = tokio::spawn(send(sidecar.addr, get("http://svc/a", "svc")));
+        next_held(&mut arrived).await;
+        release.add_permits(1);
+        // A's first 503 is retried: the retry is now in flight, held by the upstream.
+        next_held(&mut arrived).await;
+
+        let b = send(sidecar.addr, get("http://svc/b", "svc")).await;
+        assert_eq!(b.status, 503);
+        let b_line = sidecar.log.line(1).await;
+        assert_eq!(b_line.path, "/b", "{}", b_line.raw);
+        if limited {
+            assert_eq!(b_count.load(Ordering::SeqCst), 1, "B not retried");
+            assert_eq!(b_line.response_flags, "UO", "{}", b_line.raw);
+        } else {
+            assert_eq!(b_count.load(Ordering::SeqCst), 4, "B retried three times");
+            assert_eq!(b_line.response_flags, "URX", "{}", b_line.raw);
+        }
+
+        // A goes on: its retries take the place its first retry gives back.
+        release.add_permits(3);
+        let a = a.await.expect("A's task");
+        assert_eq!(a.status, 503);
+        let a_line = sidecar.log.line(2).await;
+        assert_eq!(a_line.response_flags, "URX", "{}", a_line.raw);
+    }
+}
