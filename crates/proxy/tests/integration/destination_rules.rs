@@ -184,16 +184,27 @@ async fn least_request_avoids_the_busy_endpoint() {
     assert_eq!(control.next_arrival().await, "/park");
     // Envoy's power of two choices draws two endpoints at random (with replacement):
     // the busy one loses every comparison, so it only gets a request when drawn twice
-    // (1 in 4 with two endpoints). Requests that land on it wait, so each try is
-    // bounded and counted.
+    // (1 in 4 with two endpoints). A request that lands on it waits there, so a try is
+    // counted as soon as it is answered or seen at the busy endpoint; a slow answer
+    // (a loaded machine) is waited for, not counted as a miss.
     let mut to_idle = 0;
     for _ in 0..40 {
-        let try_once = send(addr, get("http://svc/", "svc"));
-        if let Ok(reply) =
-            tokio::time::timeout(std::time::Duration::from_millis(300), try_once).await
-        {
-            assert_eq!(reply.echo().upstream, "idle");
-            to_idle += 1;
+        let busy_before = busy.requests.load(Ordering::SeqCst);
+        let mut try_once = Box::pin(send(addr, get("http://svc/", "svc")));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(300), &mut try_once).await {
+                Ok(reply) => {
+                    assert_eq!(reply.echo().upstream, "idle");
+                    to_idle += 1;
+                    break;
+                }
+                Err(_) if busy.requests.load(Ordering::SeqCst) > busy_before => break,
+                Err(_) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "a request neither answered nor at the busy endpoint"
+                ),
+            }
         }
     }
     // Expected 30 of 40; a round-robin balancer would give 20.
