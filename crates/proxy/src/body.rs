@@ -115,11 +115,11 @@ impl LoggedBody {
             (reason.flag(), reason.after_response())
         };
         if let Some(p) = self.log.as_mut() {
-            p.entry.response_flags = crate::reset::late_flags(p.entry.response_flags, flag);
+            p.entry.response_flags = crate::proxy::add_flag(p.entry.response_flags, flag);
             p.entry.response_code_details = details;
         }
         if let Some(m) = self.metric.as_mut() {
-            m.labels.response_flags = crate::reset::late_flags(m.labels.response_flags, flag);
+            m.labels.response_flags = crate::proxy::add_flag(m.labels.response_flags, flag);
         }
     }
 

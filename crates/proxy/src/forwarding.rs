@@ -484,47 +484,32 @@ fn break_outcome() -> ProxyBody {
 
 /// The final try failed too: Envoy adds URX and, for resets, says it retried.
 fn exhausted(mut outcome: Outcome) -> Outcome {
-    match outcome.flags {
-        "UF" | "UC" | "UPE" => {
-            // Envoy's flag order puts UPE after URX (stream_info/utility.h).
-            let (reason, flags) = match outcome.flags {
-                "UF" => ("connection failure", "UF,URX"),
-                "UC" => ("connection termination", "UC,URX"),
-                _ => ("protocol error", "URX,UPE"),
-            };
-            let body = format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {reason}");
-            let mut o = Outcome::local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &body,
-                flags,
-                outcome.details,
-            );
-            o.upstream_host = outcome.upstream_host;
-            o.transport_failure = outcome.transport_failure.take();
-            o
-        }
-        "UT" => {
-            outcome.flags = "UT,URX";
-            outcome
-        }
+    let flags = crate::proxy::add_flag(outcome.flags, "URX");
+    let reason = match outcome.flags {
+        "UF" => "connection failure",
+        "UC" => crate::reset::ResetReason::ConnectionTermination.words(),
+        "UPE" => crate::reset::ResetReason::ProtocolError.words(),
         _ => {
-            outcome.flags = "URX";
-            outcome
+            outcome.flags = flags;
+            return outcome;
         }
-    }
+    };
+    let body = format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {reason}");
+    let mut o = Outcome::local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &body,
+        flags,
+        outcome.details,
+    );
+    o.upstream_host = outcome.upstream_host;
+    o.transport_failure = outcome.transport_failure.take();
+    o
 }
 
 /// A retry the cluster's `maxRetries` had no room for is not made: the answer stands
-/// with flag `UO` added (router.cc on `RetryStatus::NoOverflow`), in Envoy's flag order
-/// (UT UF UC before UO, UPE after it).
+/// with flag `UO` added (router.cc on `RetryStatus::NoOverflow`).
 fn retry_overflow(mut outcome: Outcome) -> Outcome {
-    outcome.flags = match outcome.flags {
-        "UT" => "UT,UO",
-        "UF" => "UF,UO",
-        "UC" => "UC,UO",
-        "UPE" => "UO,UPE",
-        _ => "UO",
-    };
+    outcome.flags = crate::proxy::add_flag(outcome.flags, "UO");
     outcome
 }
 

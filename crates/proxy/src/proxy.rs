@@ -148,6 +148,28 @@ pub(crate) struct Outcome {
     pub(crate) hold: Option<Box<dyn Send + Sync>>,
 }
 
+/// `before` (a response's flags: `-` or one flag) with `flag` added, in the fixed order
+/// in which Envoy prints its response flags (stream_info/utility.h: DC LH UH UT LR UR UF
+/// UC UO URX NR DI FI ... UPE). The flags are static texts, so the pairs that occur are
+/// listed; for any other `before`, `flag` alone (a flag added to `-`, or one that
+/// replaces what a retry or a reset made moot).
+pub(crate) fn add_flag(before: &'static str, flag: &'static str) -> &'static str {
+    match (before, flag) {
+        ("UT", "URX") => "UT,URX",
+        ("UF", "URX") => "UF,URX",
+        ("UC", "URX") => "UC,URX",
+        ("UPE", "URX") => "URX,UPE",
+        ("UT", "UO") => "UT,UO",
+        ("UF", "UO") => "UF,UO",
+        ("UC", "UO") => "UC,UO",
+        ("UPE", "UO") => "UO,UPE",
+        ("DI", "UT") => "UT,DI",
+        ("DI", "UC") => "UC,DI",
+        ("DI", "UPE") => "DI,UPE",
+        _ => flag,
+    }
+}
+
 impl Outcome {
     pub(crate) fn local(
         status: StatusCode,
@@ -873,8 +895,8 @@ impl Proxy {
             return invalid_path();
         }
         let tls = parts.extensions.remove::<crate::tls::UpstreamTls>();
-        let reuse = crate::pool::ConnPolicy::default();
-        self.forward_prepared(&parts, body, tls, from, endpoint, timeout, reuse)
+        let conn_policy = crate::pool::ConnPolicy::default();
+        self.forward_prepared(&parts, body, tls, from, endpoint, timeout, conn_policy)
             .await
     }
 
@@ -890,8 +912,8 @@ impl Proxy {
     /// own port to BlackHoleCluster); here the proxy answers 503 `UH` without
     /// connecting.
     ///
-    /// `reuse`: how the cluster reuses a plain-text connection once its response has
-    /// ended (its DestinationRule's `connectionPool.http`).
+    /// `conn_policy`: how the cluster opens and reuses plain-text connections (its
+    /// DestinationRule's `connectionPool`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn forward_prepared(
         &self,
@@ -901,7 +923,7 @@ impl Proxy {
         from: Downstream,
         endpoint: SocketAddr,
         timeout: Option<Duration>,
-        reuse: crate::pool::ConnPolicy,
+        conn_policy: crate::pool::ConnPolicy,
     ) -> Outcome {
         if from.local == endpoint {
             return Outcome::local(
@@ -966,10 +988,12 @@ impl Proxy {
                     }
                     Err(e) => Err(client_failure(&e, endpoint)),
                 },
-                Upstream::Plain(body) => match self.pool.send(endpoint, parts, body, reuse).await {
-                    Ok((resp, local)) => Ok((resp, Some(local))),
-                    Err(e) => Err(pool_failure(&e, endpoint)),
-                },
+                Upstream::Plain(body) => {
+                    match self.pool.send(endpoint, parts, body, conn_policy).await {
+                        Ok((resp, local)) => Ok((resp, Some(local))),
+                        Err(e) => Err(pool_failure(&e, endpoint)),
+                    }
+                }
             }
         };
         let result = match timeout {
@@ -1500,6 +1524,18 @@ mod tests {
             assert_eq!(ip, text);
             assert_eq!(ip_text_len(addr), text.len());
         }
+    }
+
+    /// Flags added to a response's keep Envoy's order.
+    #[test]
+    fn added_flags_keep_envoys_order() {
+        assert_eq!(add_flag("-", "UC"), "UC");
+        assert_eq!(add_flag("DI", "UT"), "UT,DI");
+        assert_eq!(add_flag("DI", "UC"), "UC,DI");
+        assert_eq!(add_flag("DI", "UPE"), "DI,UPE");
+        assert_eq!(add_flag("UF", "URX"), "UF,URX");
+        assert_eq!(add_flag("UPE", "URX"), "URX,UPE");
+        assert_eq!(add_flag("-", "URX"), "URX");
     }
 
     #[test]

@@ -99,18 +99,6 @@ impl ResetReason {
     }
 }
 
-/// The flags of a response that started as `before` (`-`, or `DI` after a delay fault)
-/// and then broke off with `flag` (`UT`, `UC`, `UPE`), in Envoy's fixed order (DC LH UH
-/// UT LR UR UF UC UO URX NR DI FI ... UPE: stream_info/utility.h).
-pub(crate) fn late_flags(before: &'static str, flag: &'static str) -> &'static str {
-    match (before, flag) {
-        ("DI", "UT") => "UT,DI",
-        ("DI", "UC") => "UC,DI",
-        ("DI", "UPE") => "DI,UPE",
-        _ => flag,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,13 +128,5 @@ mod tests {
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
         );
         assert_eq!(ResetReason::of(&alert), ResetReason::ConnectionTermination);
-    }
-
-    #[test]
-    fn late_flags_keep_envoys_order() {
-        assert_eq!(late_flags("-", "UC"), "UC");
-        assert_eq!(late_flags("DI", "UT"), "UT,DI");
-        assert_eq!(late_flags("DI", "UC"), "UC,DI");
-        assert_eq!(late_flags("DI", "UPE"), "DI,UPE");
     }
 }

@@ -100,19 +100,19 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                         .filter_map(|p| p.connection_pool.as_ref()),
                 );
                 let mut pool_extras = false;
-                let mut idle_timeout = false;
+                let mut connection_settings = false;
                 for pool in pools {
                     if let Some(tcp) = &pool.tcp {
                         pool_extras |= tcp.tcp_keepalive.is_some();
                         // (`tcp.idleTimeout` is Istio's HTTP idle timeout when
                         // `http.idleTimeout` is not given.)
-                        idle_timeout |= tcp.idle_timeout.is_some()
+                        connection_settings |= tcp.idle_timeout.is_some()
                             || tcp.connect_timeout.is_some()
                             || tcp.max_connection_duration.is_some();
                     }
                     if let Some(http) = &pool.http {
                         pool_extras |= http.h2_upgrade_policy.is_some();
-                        idle_timeout |= http.idle_timeout.is_some()
+                        connection_settings |= http.idle_timeout.is_some()
                             || http.max_requests_per_connection.is_some();
                     }
                 }
@@ -126,7 +126,7 @@ pub fn unsupported_features(r: &Resource) -> Vec<String> {
                 // its client's.
                 check(
                     "connectionPool connection settings (idleTimeout, maxRequestsPerConnection, connectTimeout, maxConnectionDuration) with TLS origination (those connections keep a 60 s idle timeout, a 10 s connect timeout and no limits)",
-                    idle_timeout && (originates || dr_originates),
+                    connection_settings && (originates || dr_originates),
                 );
             }
         }
